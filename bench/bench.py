@@ -1,0 +1,237 @@
+"""Conveyor benchmark: enqueue throughput, end-to-end throughput and start latency.
+
+    python bench/bench.py                 # everything, median of 3 runs
+    python bench/bench.py --runs 5 --only e2e
+
+Each run starts a fresh coordinator (`conveyor serve`, SQLite, synchronous=FULL unless
+--synchronous says otherwise) in its own process, on a fresh database file. Producers run in
+this process; workers run in their own processes (bench/noop_worker.py) with the Python SDK.
+Figures are medians over the runs; the spread (min-max) is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conveyor.v1 import coordinator_pb2 as pb
+from conveyor.v1 import coordinator_pb2_grpc as rpc
+
+HERE = Path(__file__).resolve().parent
+QUEUE = "bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """A coordinator in its own process, on a fresh SQLite file."""
+
+    def __init__(self, synchronous: str, log_level: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="conveyor-bench-")
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "conveyor_server", "serve",
+                "--db", f"sqlite:///{self.dir}/bench.db",
+                "--listen", self.address,
+                "--sqlite-synchronous", synchronous,
+                "--log-level", log_level,
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_ready(self) -> None:
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(200):
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError("coordinator did not start")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _spec(payload: bytes = b"") -> pb.JobSpec:
+    return pb.JobSpec(queue=QUEUE, task_type="noop", payload=payload)
+
+
+async def enqueue_single(address: str, total: int, clients: int = 16) -> dict[str, float]:
+    """Single Enqueue calls from 16 concurrent clients, each with its own channel."""
+    per_client = total // clients
+
+    async def client() -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = rpc.CoordinatorServiceStub(channel)
+            request = pb.EnqueueRequest(job=_spec())
+            for _ in range(per_client):
+                await stub.Enqueue(request)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    return {"jobs_per_s": per_client * clients / elapsed}
+
+
+async def enqueue_batch(address: str, total: int, batch: int = 100, senders: int = 2) -> dict[str, float]:
+    """EnqueueBatch calls of 100 jobs, from two concurrent senders."""
+    request = pb.EnqueueBatchRequest(jobs=[_spec() for _ in range(batch)])
+    calls = total // batch
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        counter = iter(range(calls))
+
+        async def sender() -> None:
+            for _ in counter:
+                await stub.EnqueueBatch(request)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(senders)))
+        elapsed = time.perf_counter() - start
+    return {"jobs_per_s": calls * batch / elapsed}
+
+
+def _start_worker(address: str, mode: str, count: int, concurrency: int) -> subprocess.Popen[str]:
+    worker = subprocess.Popen(
+        [sys.executable, str(HERE / "noop_worker.py"), address, mode, str(count), str(concurrency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    if line.strip() != "ready":
+        raise RuntimeError(f"worker did not start: {line!r}")
+    return worker
+
+
+def _worker_report(worker: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = worker.communicate(timeout=300)
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report
+
+
+async def end_to_end(address: str, total: int, concurrency: int = 200) -> dict[str, float]:
+    """Enqueue (batches of 100) -> Python SDK worker in another process -> receipt, until the
+    worker has reported every job and its receipts are committed."""
+    worker = _start_worker(address, "count", total, concurrency)
+    request = pb.EnqueueBatchRequest(jobs=[_spec() for _ in range(100)])
+    start = time.time()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        for _ in range(total // 100):
+            await stub.EnqueueBatch(request)
+        report = await asyncio.to_thread(_worker_report, worker)
+        elapsed = report["finished_at"] - start
+        succeeded = await _count_succeeded(stub)
+    if succeeded < total:
+        raise RuntimeError(f"only {succeeded} of {total} jobs SUCCEEDED")
+    return {"jobs_per_s": total / elapsed}
+
+
+async def _count_succeeded(stub: rpc.CoordinatorServiceStub) -> int:
+    count, token = 0, ""
+    while True:
+        page = await stub.ListJobs(
+            pb.ListJobsRequest(
+                queue=QUEUE, state=pb.JOB_STATE_SUCCEEDED, page_size=1000, page_token=token
+            )
+        )
+        count += len(page.jobs)
+        token = page.next_page_token
+        if not token:
+            return count
+
+
+async def start_latency(address: str, samples: int) -> dict[str, float]:
+    """One job at a time to an idle, long-polling worker: time from sending Enqueue to the
+    handler starting (the payload carries the send time; one machine, one clock)."""
+    worker = _start_worker(address, "latency", samples, 1)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        for _ in range(samples):
+            sent = time.time()
+            reply = await stub.Enqueue(pb.EnqueueRequest(job=_spec(repr(sent).encode())))
+            await stub.WaitJob(pb.WaitJobRequest(job_id=reply.job_id))
+            await asyncio.sleep(0.01)  # let the worker go idle and long-poll again
+    report = await asyncio.to_thread(_worker_report, worker)
+    latencies = sorted(report["latencies_ms"])
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
+
+
+Scenario = Callable[[str], Coroutine[Any, Any, dict[str, float]]]
+
+
+async def run_once(name: str, scenario: Scenario, args: argparse.Namespace) -> dict[str, float]:
+    server = Server(args.synchronous, args.log_level)
+    try:
+        await server.wait_ready()
+        cpu_before = server.cpu_seconds()
+        figures = await scenario(server.address)
+        figures["server_cpu_s"] = server.cpu_seconds() - cpu_before
+        return figures
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=["single", "batch", "e2e", "latency"], action="append")
+    parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
+    parser.add_argument("--log-level", default="warning", help="coordinator log level")
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs for the e2e run")
+    args = parser.parse_args()
+
+    scenarios: dict[str, Scenario] = {
+        "single": lambda address: enqueue_single(address, 8_000),
+        "batch": lambda address: enqueue_batch(address, 50_000),
+        "e2e": lambda address: end_to_end(address, args.jobs),
+        "latency": lambda address: start_latency(address, 300),
+    }
+    chosen = args.only or list(scenarios)
+    print(f"# {os.cpu_count()} cores, SQLite synchronous={args.synchronous}, "
+          f"coordinator log level {args.log_level}, median of {args.runs} runs")
+    for name in chosen:
+        runs = [asyncio.run(run_once(name, scenarios[name], args)) for _ in range(args.runs)]
+        for key in runs[0]:
+            values = [run[key] for run in runs]
+            print(f"{name:8s} {key:14s} median {statistics.median(values):10.1f}   "
+                  f"(min {min(values):.1f}, max {max(values):.1f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

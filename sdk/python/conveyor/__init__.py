@@ -1,0 +1,77 @@
+"""Conveyor's Python SDK: a client for producers and admins, a worker for handlers, and
+testing helpers (`conveyor.testing`). Talks to the coordinator over the conveyor.v1 gRPC
+contract only."""
+
+from conveyor.client import Client, SyncClient
+from conveyor.context import JobContext, NonRetryableError, Retry
+from conveyor.errors import (
+    AlreadyExists,
+    ConveyorError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    JobCancelled,
+    JobFailed,
+    LeaseLost,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    WaitTimeout,
+)
+from conveyor.models import (
+    Attempt,
+    EnqueueResult,
+    Job,
+    JobError,
+    JobPage,
+    JobSpec,
+    JobState,
+    MisfirePolicy,
+    Outcome,
+    OverlapPolicy,
+    Queue,
+    QueueStats,
+    RateLimit,
+    RetryPolicy,
+    Schedule,
+)
+from conveyor.worker import Worker, WorkerConfig
+
+__all__ = [
+    "AlreadyExists",
+    "Attempt",
+    "Client",
+    "ConveyorError",
+    "DeadlineExceeded",
+    "EnqueueResult",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidArgument",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobPage",
+    "JobSpec",
+    "JobState",
+    "LeaseLost",
+    "MisfirePolicy",
+    "NonRetryableError",
+    "NotFound",
+    "Outcome",
+    "OverlapPolicy",
+    "Queue",
+    "QueueStats",
+    "RateLimit",
+    "ResourceExhausted",
+    "Retry",
+    "RetryPolicy",
+    "Schedule",
+    "SyncClient",
+    "Unavailable",
+    "WaitTimeout",
+    "Worker",
+    "WorkerConfig",
+]

@@ -1,0 +1,484 @@
+"""Turns requests into validated domain values, or an InvalidArgument that names the field and
+says what to fix. Nothing invalid gets past this module into the core or the store."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from conveyor.v1 import coordinator_pb2 as pb
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from conveyor_server.api.convert import micros_of_duration, micros_of_timestamp
+from conveyor_server.core.clock import MICROS_PER_SECOND
+from conveyor_server.core.model import (
+    DEFAULT_MAX_ATTEMPTS,
+    NO_SETTINGS,
+    HeartbeatParams,
+    JobError,
+    JobSettings,
+    JobSpecInput,
+    JobState,
+    ListJobsParams,
+    Micros,
+    Outcome,
+    QueueConfig,
+    RateLimit,
+    ReceiptParams,
+    Retention,
+    RetryOverrides,
+)
+from conveyor_server.core.schedules import (
+    DEFAULT_CATCH_UP_LIMIT,
+    MAX_CATCH_UP_LIMIT,
+    MisfirePolicy,
+    OverlapPolicy,
+    ScheduleSpec,
+    validate_cron,
+    validate_timezone,
+)
+from conveyor_server.errors import InvalidArgument
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+WORKER_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")
+MAX_LEASE_WAIT: Micros = 30 * MICROS_PER_SECOND
+MAX_WAIT_JOB_TIMEOUT: Micros = 300 * MICROS_PER_SECOND
+DEFAULT_WAIT_JOB_TIMEOUT: Micros = 30 * MICROS_PER_SECOND
+MAX_LEASE_DURATION: Micros = 24 * 3600 * MICROS_PER_SECOND
+MAX_MAX_ATTEMPTS = 10_000
+MAX_JOBS_PER_LEASE = 1000
+MAX_JOBS_PER_BATCH = 10_000
+MAX_QUEUES_PER_LEASE = 100
+MAX_KEY_LENGTH = 256
+MAX_ERROR_MESSAGE = 16 * 1024
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int
+
+
+def name(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if not NAME_PATTERN.fullmatch(value):
+        raise InvalidArgument(
+            f"{field} {value[:140]!r} is malformed: use 1 to 128 letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+def job_id(value: str, field: str = "job_id") -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if len(value) > 64:
+        raise InvalidArgument(f"{field} is too long to be a job id")
+    return value
+
+
+def _bytes(value: bytes, field: str, limits: Limits) -> bytes:
+    if len(value) > limits.max_payload_bytes:
+        raise InvalidArgument(
+            f"{field} is {len(value)} bytes, over the limit of {limits.max_payload_bytes} bytes: "
+            "store large data elsewhere and pass a reference"
+        )
+    return value
+
+
+def duration(value: Duration, field: str) -> Micros:
+    if (value.seconds < 0 < value.nanos) or (value.nanos < 0 < value.seconds):
+        raise InvalidArgument(f"{field} is not a valid Duration: seconds and nanos differ in sign")
+    if abs(value.nanos) >= 1_000_000_000:
+        raise InvalidArgument(f"{field} is not a valid Duration: nanos out of range")
+    micros = micros_of_duration(value)
+    if micros < 0:
+        raise InvalidArgument(f"{field} must not be negative")
+    return micros
+
+
+def _optional_duration(
+    message: object, field: str, path: str, default: Micros | None = None
+) -> Micros | None:
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return default
+    value: Duration = getattr(message, field)
+    return duration(value, f"{path}{field}")
+
+
+def timestamp(value: Timestamp, field: str) -> Micros:
+    if not 0 <= value.nanos < 1_000_000_000:
+        raise InvalidArgument(f"{field} is not a valid Timestamp: nanos out of range")
+    return micros_of_timestamp(value)
+
+
+def retry_overrides(message: pb.RetryPolicy, path: str) -> RetryOverrides:
+    initial = _optional_duration(message, "initial_backoff", path)
+    max_backoff = _optional_duration(message, "max_backoff", path)
+    multiplier = message.multiplier if message.HasField("multiplier") else None
+    jitter = message.jitter if message.HasField("jitter") else None
+    if multiplier is not None and not (math.isfinite(multiplier) and 1.0 <= multiplier <= 100.0):
+        raise InvalidArgument(f"{path}multiplier must be between 1 and 100, not {multiplier}")
+    if jitter is not None and not (math.isfinite(jitter) and 0.0 <= jitter <= 1.0):
+        raise InvalidArgument(f"{path}jitter must be a fraction between 0 and 1, not {jitter}")
+    if initial is not None and max_backoff is not None and max_backoff < initial:
+        raise InvalidArgument(f"{path}max_backoff must not be shorter than initial_backoff")
+    return RetryOverrides(
+        initial_backoff=initial, multiplier=multiplier, max_backoff=max_backoff, jitter=jitter
+    )
+
+
+def max_attempts(value: int, field: str) -> int | None:
+    if value < 0 or value > MAX_MAX_ATTEMPTS:
+        raise InvalidArgument(
+            f"{field} must be between 1 and {MAX_MAX_ATTEMPTS} (0 means the default, "
+            f"{DEFAULT_MAX_ATTEMPTS})"
+        )
+    return value or None
+
+
+def lease_duration(message: object, path: str) -> Micros | None:
+    value = _optional_duration(message, "lease_duration", path)
+    if value is not None and not MICROS_PER_SECOND <= value <= MAX_LEASE_DURATION:
+        raise InvalidArgument(f"{path}lease_duration must be between 1 s and 24 h")
+    return value
+
+
+def job_settings(message: pb.JobSpec | pb.Queue, path: str) -> JobSettings:
+    if not (
+        message.max_attempts
+        or message.HasField("lease_duration")
+        or message.HasField("retry_policy")
+    ):
+        return NO_SETTINGS  # the common case, and one object for resolve_settings to cache
+    return JobSettings(
+        max_attempts=max_attempts(message.max_attempts, f"{path}max_attempts"),
+        lease_duration=lease_duration(message, path),
+        retry=retry_overrides(message.retry_policy, f"{path}retry_policy."),
+    )
+
+
+def optional_name(value: str, field: str) -> str | None:
+    return name(value, field) if value else None
+
+
+def job_spec(spec: pb.JobSpec, limits: Limits, path: str = "job.") -> JobSpecInput:
+    queue = name(spec.queue, f"{path}queue")
+    task_type = name(spec.task_type, f"{path}task_type")
+    payload = _bytes(spec.payload, f"{path}payload", limits)
+    if spec.HasField("run_at") and spec.HasField("delay"):
+        raise InvalidArgument(f"set {path}run_at or {path}delay, not both")
+    run_at = timestamp(spec.run_at, f"{path}run_at") if spec.HasField("run_at") else None
+    delay = _optional_duration(spec, "delay", path, 0)
+    assert delay is not None
+    if len(spec.idempotency_key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(f"{path}idempotency_key is longer than {MAX_KEY_LENGTH} characters")
+    if len(spec.throttle_key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(f"{path}throttle_key is longer than {MAX_KEY_LENGTH} characters")
+    if spec.parent_job_id:
+        job_id(spec.parent_job_id, f"{path}parent_job_id")
+    return JobSpecInput(
+        queue=queue,
+        task_type=task_type,
+        payload=payload,
+        run_at=run_at,
+        delay=delay,
+        priority=spec.priority,
+        settings=job_settings(spec, path),
+        idempotency_key=spec.idempotency_key or None,
+        parent_job_id=spec.parent_job_id or None,
+        throttle_key=spec.throttle_key or None,
+    )
+
+
+def job_specs(specs: list[pb.JobSpec], limits: Limits) -> list[JobSpecInput]:
+    if not specs:
+        raise InvalidArgument("jobs is empty: send at least one JobSpec")
+    if len(specs) > MAX_JOBS_PER_BATCH:
+        raise InvalidArgument(f"jobs has {len(specs)} entries; send at most {MAX_JOBS_PER_BATCH}")
+    return [job_spec(spec, limits, f"jobs[{i}].") for i, spec in enumerate(specs)]
+
+
+@dataclass(frozen=True)
+class LeaseInput:
+    worker_id: str
+    queues: tuple[str, ...]
+    max_jobs: int
+    wait_seconds: float
+
+
+def lease(request: pb.LeaseRequest) -> LeaseInput:
+    if not request.worker_id:
+        raise InvalidArgument("worker_id is required: name the worker (host and pid, say)")
+    if not WORKER_ID_PATTERN.fullmatch(request.worker_id):
+        raise InvalidArgument("worker_id must be 1 to 200 printable characters without spaces")
+    if not request.queues:
+        raise InvalidArgument("queues is empty: name at least one queue to lease from")
+    if len(request.queues) > MAX_QUEUES_PER_LEASE:
+        raise InvalidArgument(f"queues names more than {MAX_QUEUES_PER_LEASE} queues")
+    queues = tuple(dict.fromkeys(name(q, f"queues[{i}]") for i, q in enumerate(request.queues)))
+    if not 0 <= request.max_jobs <= MAX_JOBS_PER_LEASE:
+        raise InvalidArgument(f"max_jobs must be between 1 and {MAX_JOBS_PER_LEASE} (0 means 1)")
+    wait = _optional_duration(request, "wait", "", 0)
+    assert wait is not None
+    if wait > MAX_LEASE_WAIT:
+        raise InvalidArgument("wait must be at most 30 s; call Lease again to keep waiting")
+    return LeaseInput(
+        worker_id=request.worker_id,
+        queues=queues,
+        max_jobs=request.max_jobs or 1,
+        wait_seconds=wait / MICROS_PER_SECOND,
+    )
+
+
+def heartbeat(request: pb.HeartbeatRequest, limits: Limits, path: str = "") -> HeartbeatParams:
+    extend_by = _optional_duration(request, "extend_by", path)
+    if extend_by is not None and not 0 < extend_by <= MAX_LEASE_DURATION:
+        raise InvalidArgument(f"{path}extend_by must be more than 0 and at most 24 h")
+    checkpoint = (
+        _bytes(request.checkpoint, f"{path}checkpoint", limits)
+        if request.HasField("checkpoint")
+        else None
+    )
+    return HeartbeatParams(
+        job_id=job_id(request.job_id, f"{path}job_id"),
+        lease_token=_token(request.lease_token, path),
+        extend_by=extend_by,
+        checkpoint=checkpoint,
+    )
+
+
+def _token(value: str, path: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{path}lease_token is required: send the token Lease returned")
+    return value
+
+
+def receipt(request: pb.ReceiptRequest, limits: Limits, path: str = "") -> ReceiptParams:
+    if int(request.outcome) not in (Outcome.SUCCESS, Outcome.FAILURE, Outcome.RELEASE):
+        raise InvalidArgument(
+            f"{path}outcome {request.outcome} is not OUTCOME_SUCCESS, OUTCOME_FAILURE or "
+            "OUTCOME_RELEASE"
+        )
+    error = None
+    if request.HasField("error"):
+        error = JobError(
+            message=request.error.message[:MAX_ERROR_MESSAGE],
+            type=request.error.type[:200],
+            non_retryable=request.error.non_retryable,
+        )
+    return ReceiptParams(
+        job_id=job_id(request.job_id, f"{path}job_id"),
+        lease_token=_token(request.lease_token, path),
+        outcome=Outcome(request.outcome),
+        result=_bytes(request.result, f"{path}result", limits) or None,
+        error=error,
+        retry_after=_optional_duration(request, "retry_after", path),
+    )
+
+
+def list_jobs(request: pb.ListJobsRequest) -> ListJobsParams:
+    if request.page_size < 0:
+        raise InvalidArgument("page_size must not be negative")
+    state = None
+    if request.state:
+        if request.state not in JobState._value2member_map_:
+            raise InvalidArgument(f"state {request.state} is not a JobState")
+        state = JobState(request.state)
+    return ListJobsParams(
+        queue=name(request.queue, "queue") if request.queue else None,
+        state=state,
+        page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        after_job_id=decode_page_token(request.page_token) if request.page_token else None,
+    )
+
+
+def encode_page_token(last_job_id: str) -> str:
+    return base64.urlsafe_b64encode(last_job_id.encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument("page_token is not one that ListJobs returned") from None
+
+
+def wait_timeout_seconds(request: pb.WaitJobRequest) -> float:
+    timeout = _optional_duration(request, "timeout", "", DEFAULT_WAIT_JOB_TIMEOUT)
+    assert timeout is not None
+    if timeout > MAX_WAIT_JOB_TIMEOUT:
+        raise InvalidArgument("timeout must be at most 300 s; call WaitJob again to keep waiting")
+    return timeout / MICROS_PER_SECOND
+
+
+# -- queues ----------------------------------------------------------------------------------
+
+QUEUE_FIELDS = (
+    "rate_limit",
+    "per_key_rate_limit",
+    "max_concurrency",
+    "paused",
+    "retry_policy",
+    "lease_duration",
+    "max_attempts",
+    "retention",
+)
+
+
+def _rate_limit(
+    message: pb.Queue, field: Literal["rate_limit", "per_key_rate_limit"]
+) -> RateLimit | None:
+    if not message.HasField(field):
+        return None
+    limit: pb.RateLimit = getattr(message, field)
+    if limit.rate == 0 and limit.burst == 0:
+        return None  # "no limit"
+    if not (math.isfinite(limit.rate) and limit.rate > 0):
+        raise InvalidArgument(f"queue.{field}.rate must be a positive number of jobs per second")
+    if limit.burst < 1:
+        raise InvalidArgument(f"queue.{field}.burst must be at least 1")
+    return RateLimit(rate=limit.rate, burst=limit.burst)
+
+
+def _retention(message: pb.Queue) -> Retention:
+    retention = message.retention
+    return Retention(
+        succeeded=_optional_duration(retention, "succeeded", "queue.retention."),
+        failed=_optional_duration(retention, "failed", "queue.retention."),
+        cancelled=_optional_duration(retention, "cancelled", "queue.retention."),
+    )
+
+
+def _mask(paths: Sequence[str], allowed: Sequence[str], what: str) -> set[str]:
+    if not paths:
+        return set(allowed)
+    unknown = [p for p in paths if p not in allowed]
+    if unknown:
+        raise InvalidArgument(
+            f"update_mask names {', '.join(unknown)}; a {what} update may name {', '.join(allowed)}"
+        )
+    return set(paths)
+
+
+def queue_update(
+    request: pb.UpdateQueueRequest,
+) -> tuple[str, Callable[[QueueConfig], QueueConfig]]:
+    """The queue's name and a function applying the masked fields (all when the mask is
+    empty) to its current settings."""
+    message = request.queue
+    queue_name = name(message.name, "queue.name")
+    fields = _mask(list(request.update_mask.paths), QUEUE_FIELDS, "queue")
+    if message.max_concurrency < 0:
+        raise InvalidArgument("queue.max_concurrency must not be negative (0 means no cap)")
+    settings = job_settings(message, "queue.")
+    new: dict[str, Any] = {
+        "rate_limit": _rate_limit(message, "rate_limit"),
+        "per_key_rate_limit": _rate_limit(message, "per_key_rate_limit"),
+        "max_concurrency": message.max_concurrency,
+        "paused": message.paused,
+        "retention": _retention(message),
+    }
+
+    def change(current: QueueConfig) -> QueueConfig:
+        config = dataclasses.replace(current, **{k: v for k, v in new.items() if k in fields})
+        defaults = config.defaults
+        if "max_attempts" in fields:
+            defaults = dataclasses.replace(defaults, max_attempts=settings.max_attempts)
+        if "lease_duration" in fields:
+            defaults = dataclasses.replace(defaults, lease_duration=settings.lease_duration)
+        if "retry_policy" in fields:
+            defaults = dataclasses.replace(defaults, retry=settings.retry)
+        return dataclasses.replace(config, defaults=defaults)
+
+    return queue_name, change
+
+
+def page_after(token: str) -> str | None:
+    return decode_page_token(token) if token else None
+
+
+def page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("page_size must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+SCHEDULE_FIELDS = (
+    "cron",
+    "timezone",
+    "job",
+    "misfire_policy",
+    "catch_up_limit",
+    "overlap_policy",
+    "paused",
+)
+
+
+def schedule_spec(message: pb.Schedule, limits: Limits) -> ScheduleSpec:
+    if message.job.HasField("run_at") or message.job.HasField("delay"):
+        raise InvalidArgument("schedule.job.run_at and delay are not allowed: the cron decides")
+    if message.job.idempotency_key:
+        raise InvalidArgument(
+            "schedule.job.idempotency_key is not allowed: each fire is already enqueued once"
+        )
+    if message.misfire_policy not in (0, *[int(p) for p in MisfirePolicy]):
+        raise InvalidArgument(f"schedule.misfire_policy {message.misfire_policy} is unknown")
+    if message.overlap_policy not in (0, *[int(p) for p in OverlapPolicy]):
+        raise InvalidArgument(f"schedule.overlap_policy {message.overlap_policy} is unknown")
+    if not 0 <= message.catch_up_limit <= MAX_CATCH_UP_LIMIT:
+        raise InvalidArgument(f"schedule.catch_up_limit must be between 1 and {MAX_CATCH_UP_LIMIT}")
+    return ScheduleSpec(
+        name=name(message.name, "schedule.name"),
+        cron=validate_cron(message.cron, "schedule.cron"),
+        timezone=validate_timezone(message.timezone, "schedule.timezone"),
+        job=job_spec(message.job, limits, "schedule.job."),
+        misfire_policy=MisfirePolicy(message.misfire_policy or MisfirePolicy.RUN_ONCE),
+        catch_up_limit=message.catch_up_limit or DEFAULT_CATCH_UP_LIMIT,
+        overlap_policy=OverlapPolicy(message.overlap_policy or OverlapPolicy.ALLOW),
+        paused=message.paused,
+    )
+
+
+def schedule_update(
+    request: pb.UpdateScheduleRequest, limits: Limits
+) -> tuple[str, Callable[[ScheduleSpec], ScheduleSpec]]:
+    message = request.schedule
+    schedule_name = name(message.name, "schedule.name")
+    fields = _mask(list(request.update_mask.paths), SCHEDULE_FIELDS, "schedule")
+
+    def change(current: ScheduleSpec) -> ScheduleSpec:
+        # Validate the merged result, so a mask naming only `cron` needs no job template.
+        merged = pb.Schedule()
+        merged.CopyFrom(message)
+        if "cron" not in fields:
+            merged.cron = current.cron
+        if "timezone" not in fields:
+            merged.timezone = current.timezone
+        if "misfire_policy" not in fields:
+            merged.misfire_policy = int(current.misfire_policy)  # type: ignore[assignment]
+        if "catch_up_limit" not in fields:
+            merged.catch_up_limit = current.catch_up_limit
+        if "overlap_policy" not in fields:
+            merged.overlap_policy = int(current.overlap_policy)  # type: ignore[assignment]
+        if "paused" not in fields:
+            merged.paused = current.paused
+        spec = schedule_spec(merged, limits) if "job" in fields else None
+        if spec is None:
+            merged.job.CopyFrom(
+                pb.JobSpec(queue=current.job.queue, task_type=current.job.task_type)
+            )
+            spec = dataclasses.replace(schedule_spec(merged, limits), job=current.job)
+        return spec
+
+    return schedule_name, change

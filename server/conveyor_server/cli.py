@@ -1,0 +1,106 @@
+"""The `conveyor` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ServerConfig
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from conveyor_server.main import Coordinator
+
+    config = ServerConfig(
+        db_url=args.db,
+        listen=args.listen,
+        sqlite_synchronous=args.sqlite_synchronous,
+        max_payload_bytes=args.max_payload_bytes,
+        max_depth=args.max_depth,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        shutdown_grace_seconds=args.shutdown_grace,
+    )
+
+    async def run() -> None:
+        coordinator = await Coordinator.start(config)
+        print(
+            f"conveyor coordinator listening on {coordinator.address}", file=sys.stderr, flush=True
+        )
+        await coordinator.serve_until_signalled()
+
+    asyncio.run(run())
+    return 0
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the coordinator",
+        description="Run the coordinator. With no options it keeps its jobs in ./conveyor.db "
+        "(SQLite) and listens on " + DEFAULT_LISTEN + ".",
+    )
+    serve.add_argument(
+        "--db", default=DEFAULT_DB_URL, help="SQLAlchemy database URL (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help="host:port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--sqlite-synchronous",
+        default="FULL",
+        choices=["OFF", "NORMAL", "FULL", "EXTRA"],
+        help="SQLite PRAGMA synchronous; FULL survives power loss (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=256 * 1024,
+        help="largest payload, result or checkpoint (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-depth",
+        type=int,
+        default=16,
+        help="deepest parent_job_id chain accepted (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log line format (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="lowest level logged; info logs every job transition (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight calls may run after SIGTERM (default: %(default)s)",
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conveyor", description="Conveyor: a durable background-job coordinator."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_serve(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

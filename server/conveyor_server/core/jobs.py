@@ -1,0 +1,282 @@
+"""The job lifecycle service: what each RPC means, free of gRPC and of SQL.
+
+Delivery is at-least-once: a job is handed to one worker at a time, and handed again only
+when that worker's lease ends without a receipt. Fencing: every lease has its own random
+token, and the store refuses a heartbeat or receipt whose token is not the current lease's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from conveyor_server.core import lifecycle
+from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
+from conveyor_server.core.model import (
+    EnqueueResult,
+    HeartbeatParams,
+    HeartbeatResult,
+    Job,
+    JobSpecInput,
+    JobState,
+    LeasedJob,
+    LeaseParams,
+    ListJobsParams,
+    Micros,
+    NewJob,
+    ReceiptParams,
+    TransitionResult,
+)
+from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
+from conveyor_server.errors import ConveyorError
+from conveyor_server.store.base import Store
+
+log = structlog.get_logger("conveyor.jobs")
+
+_TRANSITION_EVENTS = {
+    JobState.SCHEDULED: "job.retry_scheduled",
+    JobState.AVAILABLE: "job.available",
+    JobState.SUCCEEDED: "job.succeeded",
+    JobState.FAILED: "job.failed",
+    JobState.CANCELLED: "job.cancelled",
+}
+
+
+@dataclass(frozen=True)
+class JobServiceConfig:
+    max_depth: int = 16
+
+
+class JobService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        config: JobServiceConfig,
+        *,
+        wakeups: QueueWakeups,
+        finished: JobFinished,
+        scheduled_alarm: DueTimeAlarm,
+        expiry_alarm: DueTimeAlarm,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._config = config
+        self._wakeups = wakeups
+        self._finished = finished
+        self._scheduled_alarm = scheduled_alarm
+        self._expiry_alarm = expiry_alarm
+        self._stopping = asyncio.Event()
+
+    def stop_waiting(self) -> None:
+        """Ends every long-poll at once (shutdown): they return what they have, usually nothing."""
+        self._stopping.set()
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def enqueue(self, spec: JobSpecInput) -> EnqueueResult:
+        [outcome] = await self._store.enqueue(
+            [new_job(spec, self._clock.now())], atomic=False, max_depth=self._config.max_depth
+        )
+        if isinstance(outcome, ConveyorError):
+            raise outcome
+        self.after_enqueue([outcome])
+        return outcome
+
+    async def enqueue_batch(self, specs: Sequence[JobSpecInput]) -> list[EnqueueResult]:
+        outcomes = await self._store.enqueue(
+            [new_job(spec, self._clock.now()) for spec in specs],
+            atomic=True,
+            max_depth=self._config.max_depth,
+        )
+        results = [o for o in outcomes if isinstance(o, EnqueueResult)]
+        self.after_enqueue(results)
+        return results
+
+    def after_enqueue(self, results: Sequence[EnqueueResult]) -> None:
+        ready: set[str] = set()
+        for result in results:
+            if result.deduplicated:
+                continue
+            log.info(
+                "job.enqueued",
+                job_id=result.job_id,
+                queue=result.queue,
+                task_type=result.task_type,
+                state=result.state.name,
+            )
+            if result.state == JobState.AVAILABLE:
+                ready.add(result.queue)
+            elif result.state == JobState.SCHEDULED:
+                self._scheduled_alarm.due_at(result.run_at)
+        self._wakeups.notify(ready)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def lease(
+        self, worker_id: str, queues: Sequence[str], max_jobs: int, wait_seconds: float
+    ) -> list[LeasedJob]:
+        """Claims up to max_jobs; long-polls up to wait_seconds for work to become due."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            with self._wakeups.subscribe(queues) as subscription:
+                params = LeaseParams(
+                    worker_id=worker_id,
+                    queues=tuple(queues),
+                    max_jobs=max_jobs,
+                    now=self._clock.now(),
+                )
+                batch = await self._store.lease(params)
+                leased = batch.jobs
+                remaining = deadline - loop.time()
+                if leased or remaining <= 0 or self._stopping.is_set():
+                    break
+                if batch.retry_at is not None:
+                    # A rate limit held work back: look again when its bucket refills.
+                    until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
+                    remaining = min(remaining, max(until_tokens, 0.001))
+                await _first_of(subscription.event, self._stopping, remaining)
+        for job in leased:
+            log.info(
+                "job.leased",
+                job_id=job.job_id,
+                queue=job.queue,
+                task_type=job.task_type,
+                attempt=job.attempt,
+                worker_id=worker_id,
+            )
+            self._expiry_alarm.due_at(job.lease_expires_at)
+        return leased
+
+    async def heartbeat(
+        self, items: Sequence[HeartbeatParams]
+    ) -> list[HeartbeatResult | ConveyorError]:
+        return await self._store.heartbeat(items, self._clock.now())
+
+    async def receipt(
+        self, receipts: Sequence[ReceiptParams]
+    ) -> list[TransitionResult | ConveyorError]:
+        outcomes = await self._store.settle(receipts, self._clock.now(), lifecycle.decide_receipt)
+        self.after_transitions([o for o in outcomes if isinstance(o, TransitionResult)])
+        return outcomes
+
+    def after_transitions(
+        self, results: Sequence[TransitionResult], event: str | None = None
+    ) -> None:
+        """Logs each transition and wakes whoever waits on its consequence."""
+        ready: set[str] = set()
+        done: list[str] = []
+        for result in results:
+            if result.replayed:
+                continue
+            log.info(
+                event or _TRANSITION_EVENTS.get(result.state, "job.transition"),
+                job_id=result.job_id,
+                queue=result.queue,
+                task_type=result.task_type,
+                attempt=result.attempt,
+                worker_id=result.worker_id,
+            )
+            # Any transition may free a slot under the queue's concurrency cap.
+            ready.add(result.queue)
+            if result.state == JobState.SCHEDULED and result.run_at is not None:
+                self._scheduled_alarm.due_at(result.run_at)
+            elif result.state.is_terminal:
+                done.append(result.job_id)
+        self._wakeups.notify(ready)
+        self._finished.notify(done)
+
+    def after_promotion(self, promoted: Sequence[TransitionResult]) -> None:
+        self.after_transitions(promoted, event="job.due")
+
+    # -- admin -------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        return await self._store.get_job(job_id)
+
+    async def list(self, params: ListJobsParams) -> list[Job]:
+        return await self._store.list_jobs(params)
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await self._store.cancel(job_id, self._clock.now())
+        if job.state == JobState.CANCELLED:
+            log.info(
+                "job.cancelled",
+                job_id=job.job_id,
+                queue=job.queue,
+                task_type=job.task_type,
+                attempt=job.attempt,
+                worker_id=job.leased_by or "",
+            )
+            self._finished.notify([job.job_id])
+        else:
+            log.info(
+                "job.cancel_requested",
+                job_id=job.job_id,
+                queue=job.queue,
+                task_type=job.task_type,
+                attempt=job.attempt,
+                worker_id=job.leased_by or "",
+            )
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        job = await self._store.retry(job_id, self._clock.now())
+        log.info(
+            "job.replayed",
+            job_id=job.job_id,
+            queue=job.queue,
+            task_type=job.task_type,
+            attempt=job.attempt,
+            worker_id="",
+        )
+        self._wakeups.notify([job.queue])
+        return job
+
+    async def wait(self, job_id: str, timeout_seconds: float) -> Job:
+        """Returns the job once it is terminal, or as it is when the timeout passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        with self._finished.subscribe([job_id]) as subscription:
+            while True:
+                job = await self._store.get_job(job_id)
+                remaining = deadline - loop.time()
+                if job.state.is_terminal or remaining <= 0 or self._stopping.is_set():
+                    return job
+                # The re-check every second covers transitions made by another process.
+                await _first_of(subscription.event, self._stopping, min(remaining, 1.0))
+                subscription.event.clear()
+
+
+def new_job(spec: JobSpecInput, now: Micros) -> NewJob:
+    run_at = spec.run_at if spec.run_at is not None else now + spec.delay
+    return NewJob(
+        job_id=lifecycle.new_job_id(),
+        queue=spec.queue,
+        task_type=spec.task_type,
+        payload=spec.payload,
+        run_at=max(run_at, now),
+        delay=spec.delay,
+        priority=spec.priority,
+        settings=spec.settings,
+        idempotency_key=spec.idempotency_key,
+        parent_job_id=spec.parent_job_id,
+        throttle_key=spec.throttle_key,
+        created_at=now,
+    )
+
+
+async def _first_of(first: asyncio.Event, second: asyncio.Event, seconds: float) -> bool:
+    """Waits until either event is set or `seconds` pass; True if one was set."""
+    if first.is_set() or second.is_set():
+        return True
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)

@@ -1,0 +1,360 @@
+"""Domain values of the job lifecycle. Times are integer microseconds since the Unix epoch;
+durations are integer microseconds. Enum numbers equal the wire enum numbers."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor_server.core.clock import MICROS_PER_SECOND
+
+Micros = int
+
+DEFAULT_MAX_ATTEMPTS = 20
+DEFAULT_LEASE_DURATION: Micros = 30 * MICROS_PER_SECOND
+
+
+class JobState(enum.IntEnum):
+    SCHEDULED = 1
+    AVAILABLE = 2
+    LEASED = 3
+    SUCCEEDED = 4
+    FAILED = 5  # the dead-letter state
+    CANCELLED = 6
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Outcome(enum.IntEnum):
+    # UNSPECIFIED (0) is only ever stored in history, for a lease that expired.
+    UNSPECIFIED = 0
+    SUCCESS = 1
+    FAILURE = 2
+    RELEASE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    message: str
+    type: str = ""
+    non_retryable: bool = False
+
+
+LEASE_EXPIRED_ERROR = JobError(message="lease expired", type="LeaseExpired")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial_backoff: Micros = 1 * MICROS_PER_SECOND
+    multiplier: float = 2.0
+    max_backoff: Micros = 3600 * MICROS_PER_SECOND
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOverrides:
+    """A retry policy as a job or a queue states it: None means 'not said here'."""
+
+    initial_backoff: Micros | None = None
+    multiplier: float | None = None
+    max_backoff: Micros | None = None
+    jitter: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """Settings a job may state and a queue may default; None means 'not said here'."""
+
+    max_attempts: int | None = None
+    lease_duration: Micros | None = None
+    retry: RetryOverrides = RetryOverrides()
+
+
+NO_SETTINGS = JobSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedSettings:
+    max_attempts: int
+    lease_duration: Micros
+    retry_policy: RetryPolicy
+
+
+@functools.lru_cache(maxsize=4096)
+def resolve_settings(job: JobSettings, queue: JobSettings) -> ResolvedSettings:
+    """The job's own value wins, then the queue's default, then the built-in default."""
+    builtin = RetryPolicy()
+
+    def pick(*values: Any) -> Any:
+        return next(v for v in values if v is not None)
+
+    initial = pick(job.retry.initial_backoff, queue.retry.initial_backoff, builtin.initial_backoff)
+    maximum = pick(job.retry.max_backoff, queue.retry.max_backoff, builtin.max_backoff)
+    return ResolvedSettings(
+        max_attempts=pick(job.max_attempts, queue.max_attempts, DEFAULT_MAX_ATTEMPTS),
+        lease_duration=pick(job.lease_duration, queue.lease_duration, DEFAULT_LEASE_DURATION),
+        retry_policy=RetryPolicy(
+            initial_backoff=initial,
+            multiplier=pick(job.retry.multiplier, queue.retry.multiplier, builtin.multiplier),
+            # A long initial backoff from one level is not cut short by another level's max.
+            max_backoff=max(maximum, initial),
+            jitter=pick(job.retry.jitter, queue.retry.jitter, builtin.jitter),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated JobSpec, ready to store; the store resolves its settings against the
+    queue's defaults in the same transaction."""
+
+    job_id: str
+    queue: str
+    task_type: str
+    payload: bytes
+    run_at: Micros  # when it becomes due
+    delay: Micros
+    priority: int
+    settings: JobSettings
+    idempotency_key: str | None
+    parent_job_id: str | None
+    throttle_key: str | None
+    created_at: Micros
+
+    def initial_state(self) -> JobState:
+        return JobState.SCHEDULED if self.run_at > self.created_at else JobState.AVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    job_id: str
+    deduplicated: bool
+    state: JobState
+    queue: str
+    task_type: str
+    run_at: Micros
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt: int
+    worker_id: str
+    started_at: Micros
+    finished_at: Micros
+    outcome: Outcome
+    error: JobError | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    queue: str
+    task_type: str
+    payload: bytes
+    state: JobState
+    run_at: Micros
+    delay: Micros
+    priority: int
+    max_attempts: int
+    lease_duration: Micros
+    retry_policy: RetryPolicy
+    idempotency_key: str | None
+    parent_job_id: str | None
+    depth: int
+    attempt: int
+    checkpoint: bytes | None
+    result: bytes | None
+    last_error: JobError | None
+    created_at: Micros
+    finished_at: Micros | None
+    lease_expires_at: Micros | None
+    leased_by: str | None
+    cancel_requested: bool
+    throttle_key: str | None = None
+    attempts: tuple[Attempt, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedJob:
+    job_id: str
+    lease_token: str
+    queue: str
+    task_type: str
+    payload: bytes
+    attempt: int
+    max_attempts: int
+    lease_expires_at: Micros
+    lease_duration: Micros
+    checkpoint: bytes | None
+    created_at: Micros
+    parent_job_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseParams:
+    worker_id: str
+    queues: tuple[str, ...]
+    max_jobs: int
+    now: Micros
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatParams:
+    job_id: str
+    lease_token: str
+    extend_by: Micros | None  # None: the job's own lease_duration
+    checkpoint: bytes | None  # None: keep the stored one
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    lease_expires_at: Micros
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptParams:
+    job_id: str
+    lease_token: str
+    outcome: Outcome
+    result: bytes | None
+    error: JobError | None
+    retry_after: Micros | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """What a fencing check reads from a leased job before a transition is decided."""
+
+    job_id: str
+    queue: str
+    task_type: str
+    attempt: int
+    max_attempts: int
+    retry_policy: RetryPolicy
+    leased_by: str
+    leased_at: Micros
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Where a leased job goes next, decided by core/lifecycle.py, applied by the store."""
+
+    state: JobState
+    run_at: Micros | None  # the next due time for SCHEDULED/AVAILABLE
+    attempt_delta: int  # -1 when the attempt does not count (release)
+    result: bytes | None
+    error: JobError | None
+    finished_at: Micros | None
+    history_outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    """A transition that happened, for notifications and logs."""
+
+    job_id: str
+    queue: str
+    task_type: str
+    attempt: int
+    worker_id: str
+    state: JobState
+    run_at: Micros | None
+    replayed: bool = False  # a repeated receipt: nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobsParams:
+    queue: str | None
+    state: JobState | None
+    page_size: int
+    after_job_id: str | None  # paging cursor: jobs strictly older than this id
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimes:
+    next_scheduled_at: Micros | None
+    next_lease_expiry_at: Micros | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpecInput:
+    """A JobSpec as the API layer validated it; times still relative to 'now'."""
+
+    queue: str
+    task_type: str
+    payload: bytes
+    run_at: Micros | None
+    delay: Micros
+    priority: int
+    settings: JobSettings
+    idempotency_key: str | None
+    parent_job_id: str | None
+    throttle_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    rate: float  # tokens per second
+    burst: int  # bucket size; a new bucket starts full
+
+
+DAY: Micros = 24 * 3600 * MICROS_PER_SECOND
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished jobs are kept; None means the built-in default."""
+
+    succeeded: Micros | None = None
+    failed: Micros | None = None
+    cancelled: Micros | None = None
+
+    def for_state(self, state: JobState) -> Micros:
+        if state == JobState.SUCCEEDED:
+            return self.succeeded if self.succeeded is not None else DAY
+        if state == JobState.FAILED:
+            return self.failed if self.failed is not None else 7 * DAY
+        return self.cancelled if self.cancelled is not None else DAY
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    name: str
+    paused: bool = False
+    rate_limit: RateLimit | None = None
+    per_key_rate_limit: RateLimit | None = None
+    max_concurrency: int = 0  # 0: no cap
+    defaults: JobSettings = NO_SETTINGS
+    retention: Retention = Retention()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    counts: dict[JobState, int]
+    oldest_available_age: Micros | None
+    dispatch_rate: float
+    held_by_rate_limit: bool
+    held_by_concurrency_limit: bool
+    held_by_pause: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    config: QueueConfig
+    stats: QueueStats
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseBatch:
+    jobs: list[LeasedJob]
+    # When a rate limit next lets more work through, if one held work back.
+    retry_at: Micros | None = None

@@ -1,0 +1,30 @@
+"""Queue settings and statistics: flow control is configured here and enforced by the store
+when it hands out leases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from conveyor_server.core.clock import Clock
+from conveyor_server.core.model import Queue, QueueConfig
+from conveyor_server.core.notify import QueueWakeups
+from conveyor_server.store.base import Store
+
+
+class QueueService:
+    def __init__(self, store: Store, clock: Clock, wakeups: QueueWakeups) -> None:
+        self._store = store
+        self._clock = clock
+        self._wakeups = wakeups
+
+    async def get(self, name: str) -> Queue:
+        return await self._store.get_queue(name, self._clock.now())
+
+    async def list(self, after: str | None, limit: int) -> list[Queue]:
+        return await self._store.list_queues(after, limit, self._clock.now())
+
+    async def update(self, name: str, change: Callable[[QueueConfig], QueueConfig]) -> Queue:
+        queue = await self._store.update_queue(name, change, self._clock.now())
+        # A resume or a raised limit may let waiting jobs through at once.
+        self._wakeups.notify([name])
+        return queue

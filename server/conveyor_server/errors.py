@@ -1,0 +1,34 @@
+"""The server's error types. The API layer maps each class to one gRPC status code
+(api/errors.py); messages are written for the caller and say what to fix."""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Root of every error the coordinator reports to a caller."""
+
+
+class InvalidArgument(ConveyorError):
+    """The request is malformed; retrying it unchanged cannot succeed."""
+
+
+class NotFound(ConveyorError):
+    """A named job (or other resource) does not exist."""
+
+
+class AlreadyExists(ConveyorError):
+    """An idempotency key is already taken by a job with different content."""
+
+
+class FailedPrecondition(ConveyorError):
+    """The request is well-formed but the job's current state does not allow it."""
+
+
+class LeaseLost(FailedPrecondition):
+    """The lease token is not the job's current lease: expired, superseded or wrong.
+
+    Fencing: the coordinator changes nothing for such a heartbeat or receipt."""
+
+
+class Unavailable(ConveyorError):
+    """The coordinator is shutting down or its store is unreachable; retry elsewhere or later."""

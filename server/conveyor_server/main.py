@@ -1,0 +1,151 @@
+"""The composition root: the only place that wires store, core, maintenance and API together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from conveyor.v1 import coordinator_pb2 as pb
+from conveyor.v1 import coordinator_pb2_grpc as rpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from conveyor_server.api.servicer import CoordinatorServicer
+from conveyor_server.api.validation import Limits
+from conveyor_server.config import ServerConfig
+from conveyor_server.core.clock import Clock, SystemClock
+from conveyor_server.core.jobs import JobService, JobServiceConfig
+from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
+from conveyor_server.core.queues import QueueService
+from conveyor_server.core.schedule_service import ScheduleService
+from conveyor_server.logs import configure_logging
+from conveyor_server.maintenance.cron import CronConfig, CronFirer
+from conveyor_server.maintenance.pruner import Pruner
+from conveyor_server.maintenance.reaper import Reaper
+from conveyor_server.maintenance.waker import Waker
+from conveyor_server.store.sql import SqlStore
+
+log = structlog.get_logger("conveyor.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Coordinator:
+    config: ServerConfig
+    address: str
+    jobs: JobService
+    reaper: Reaper
+    waker: Waker
+    cron: CronFirer
+    pruner: Pruner
+    _server: grpc.aio.Server
+    _health: HealthServicer
+    _store: SqlStore
+    _stopped: bool = False
+
+    @classmethod
+    async def start(cls, config: ServerConfig, clock: Clock | None = None) -> Coordinator:
+        configure_logging(config.log_format, config.log_level)
+        clock = clock or SystemClock()
+        store = SqlStore(
+            config.db_url,
+            sqlite_synchronous=config.sqlite_synchronous,
+            max_write_batch=config.max_write_batch,
+        )
+        await store.open()
+        scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
+        wakeups = QueueWakeups()
+        jobs = JobService(
+            store,
+            clock,
+            JobServiceConfig(max_depth=config.max_depth),
+            wakeups=wakeups,
+            finished=JobFinished(),
+            scheduled_alarm=scheduled_alarm,
+            expiry_alarm=expiry_alarm,
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                # Refuse to share a port with a still-running coordinator.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
+        queues = QueueService(store, clock, wakeups)
+        schedules = ScheduleService(store, clock, cron_alarm)
+        rpc.add_CoordinatorServiceServicer_to_server(
+            CoordinatorServicer(
+                jobs, queues, schedules, Limits(max_payload_bytes=config.max_payload_bytes)
+            ),
+            server,
+        )
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        try:
+            port = server.add_insecure_port(config.listen)
+        except RuntimeError as exc:
+            await store.close()
+            raise OSError(f"cannot listen on {config.listen}: {exc}") from exc
+        host = config.listen.rsplit(":", 1)[0]
+        await server.start()
+        reaper = Reaper(store, jobs, clock, expiry_alarm)
+        waker = Waker(store, jobs, clock, scheduled_alarm)
+        cron = CronFirer(
+            store, schedules, jobs, clock, cron_alarm, CronConfig(max_depth=config.max_depth)
+        )
+        pruner = Pruner(store, clock, prune_alarm)
+        for background in (reaper, waker, cron, pruner):
+            background.start()
+        for service_name in ("", SERVICE_NAME):
+            await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+        address = f"{host}:{port}"
+        log.info("coordinator.started", address=address, db=_redact(config.db_url))
+        return cls(config, address, jobs, reaper, waker, cron, pruner, server, health, store)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful: health goes NOT_SERVING, long-polls return, in-flight RPCs get `grace`
+        seconds to finish, then background services and the store close. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._health.enter_graceful_shutdown()
+        self.jobs.stop_waiting()
+        await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        for service in (self.reaper, self.waker, self.cron, self.pruner):
+            await service.stop()
+        await self._store.close()
+        log.info("coordinator.stopped", address=self.address)
+
+    async def serve_until_signalled(self) -> None:
+        """Runs until SIGTERM or SIGINT, then stops gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("coordinator.stopping", grace_seconds=self.config.shutdown_grace_seconds)
+        await self.stop()
+
+
+def _redact(url: str) -> str:
+    """Database URLs may carry a password; logs never do."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -1,0 +1,141 @@
+"""The few places where SQLite and PostgreSQL differ, each in one small function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, Engine, make_url
+
+from conveyor_server.core.model import JobState
+from conveyor_server.errors import InvalidArgument
+from conveyor_server.store.prepared import Prepared
+from conveyor_server.store.schema import jobs, throttle_buckets
+
+_SYNCHRONOUS_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sync_url(url: str) -> str:
+    """The URL of the blocking driver: store operations run whole in database threads
+    (store/threads.py). `sqlite+aiosqlite://` from older configurations means `sqlite://`."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite+aiosqlite", "sqlite+pysqlite"):
+        parsed = parsed.set(drivername="sqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    level = synchronous.upper()
+    if level not in _SYNCHRONOUS_LEVELS:
+        raise InvalidArgument(f"sqlite synchronous must be one of {sorted(_SYNCHRONOUS_LEVELS)}")
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are begun by hand (see below), so the driver must not begin its own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={level}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+
+def create_writer_engine(url: str, synchronous: str) -> Engine:
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    if _is_sqlite(url):
+        _sqlite_pragmas(engine, synchronous)
+
+        @event.listens_for(engine, "begin")
+        def on_begin(connection: Any) -> None:
+            # IMMEDIATE takes the write lock at BEGIN, so a read-then-write transaction
+            # (fencing check, then update) can never be overtaken by another writer.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_reader_engine(url: str, synchronous: str) -> Engine:
+    engine = sa.create_engine(url, pool_size=4, max_overflow=4, isolation_level="AUTOCOMMIT")
+    if _is_sqlite(url):
+        _sqlite_pragmas(engine, synchronous)
+    return engine
+
+
+def _insert_ignoring_duplicate_keys(module: Any) -> Prepared:
+    return Prepared(
+        module.insert(jobs)
+        .values({c.name: sa.bindparam(c.name) for c in jobs.c})
+        .on_conflict_do_nothing(
+            index_elements=[jobs.c.queue, jobs.c.idempotency_key],
+            index_where=jobs.c.idempotency_key.is_not(None),
+        )
+    )
+
+
+def _dialect_module(dialect: Dialect) -> Any:
+    return postgresql if dialect.name == "postgresql" else sqlite
+
+
+def insert_ignoring_existing(dialect: Dialect, table: sa.Table) -> Any:
+    """INSERT that leaves rows whose primary key exists alone."""
+    return _dialect_module(dialect).insert(table).on_conflict_do_nothing()
+
+
+def _upsert_buckets(module: Any) -> Prepared:
+    insert = module.insert(throttle_buckets).values(
+        {c.name: sa.bindparam(c.name) for c in throttle_buckets.c}
+    )
+    return Prepared(
+        insert.on_conflict_do_update(
+            index_elements=[throttle_buckets.c.queue, throttle_buckets.c.throttle_key],
+            set_={"tokens": insert.excluded.tokens, "updated_at": insert.excluded.updated_at},
+        )
+    )
+
+
+_UPSERT_BUCKETS = {"sqlite": _upsert_buckets(sqlite), "postgresql": _upsert_buckets(postgresql)}
+
+
+def upsert_buckets(dialect: Dialect) -> Prepared:
+    return _UPSERT_BUCKETS[dialect.name]
+
+
+_INSERTS = {
+    "sqlite": _insert_ignoring_duplicate_keys(sqlite),
+    "postgresql": _insert_ignoring_duplicate_keys(postgresql),
+}
+
+
+def insert_ignoring_duplicate_keys(dialect: Dialect) -> Prepared:
+    """INSERT that skips rows whose (queue, idempotency_key) is taken; the caller then reads
+    the key's holder to tell a duplicate from a conflict. The unique index decides, so this
+    holds under any concurrency."""
+    return _INSERTS[dialect.name]
+
+
+def dispatch_candidates(
+    dialect: Dialect, queue: str, limit: int, skip_keys: Sequence[str] = ()
+) -> sa.Select[Any]:
+    """The next due jobs of one queue in dispatch order. One query per queue keeps each on
+    the ix_jobs_dispatch index instead of sorting every available job of all queues."""
+    query = (
+        sa.select(jobs.c.id, jobs.c.priority, jobs.c.run_at, jobs.c.throttle_key)
+        .where(jobs.c.state == JobState.AVAILABLE, jobs.c.queue == queue)
+        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        .limit(limit)
+    )
+    if skip_keys:
+        query = query.where(
+            sa.or_(jobs.c.throttle_key.is_(None), jobs.c.throttle_key.not_in(skip_keys))
+        )
+    if dialect.name == "postgresql":
+        # Several coordinators share the database: skip rows another one is claiming.
+        query = query.with_for_update(skip_locked=True)
+    return query

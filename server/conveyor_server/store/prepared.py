@@ -1,0 +1,46 @@
+"""Hot-path statements: written with SQLAlchemy Core, compiled once per dialect, and run
+through the driver's executemany. SQLAlchemy's per-row parameter processing costs more than
+SQLite's own work for the small rows of a batch, so the batch paths (insert, claim,
+transition, extend, history) skip it; everything else goes through Connection.execute."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.expression import Executable
+
+
+class Prepared:
+    """Constants in the statement must be `literal()` (see `constant`), so that every bound
+    parameter comes from the rows."""
+
+    def __init__(self, statement: Executable) -> None:
+        self._statement = statement
+        self._compiled: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any], int]] = {}
+
+    def _for(self, dialect: Dialect) -> tuple[str, Callable[[Mapping[str, Any]], Any], int]:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            result = self._statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            names = tuple(result.positiontup or ())
+            compiled = (result.string, operator.itemgetter(*names), len(names))
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        sql, getter, count = self._for(conn.dialect)
+        if count == 1:
+            conn.exec_driver_sql(sql, [(getter(row),) for row in rows])
+        else:
+            conn.exec_driver_sql(sql, [getter(row) for row in rows])
+
+
+def constant(value: int) -> Any:
+    """A number written into the SQL text instead of bound, for Prepared statements."""
+    return sa.literal_column(str(int(value)))

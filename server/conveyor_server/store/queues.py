@@ -1,0 +1,367 @@
+"""Queue settings, flow control and statistics, on an open connection inside the writer's
+transaction. Limits live in the database, not in process memory, so that they hold for
+several coordinators sharing one database."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from conveyor_server.core import throttle
+from conveyor_server.core.model import (
+    JobSettings,
+    JobState,
+    LeaseParams,
+    Micros,
+    QueueConfig,
+    QueueStats,
+    RateLimit,
+    Retention,
+    RetryOverrides,
+)
+from conveyor_server.store import dialects
+from conveyor_server.store.prepared import Prepared
+from conveyor_server.store.schema import jobs, queues, throttle_buckets
+
+# Exhausted per-key buckets excluded in SQL at most; beyond that, the scan skips them.
+_MAX_EXCLUDED_KEYS = 500
+# How many candidates a lease scans per job wanted, when per-key limits may skip some.
+_KEYED_SCAN_FACTOR = 4
+
+_NEW_QUEUE_DEFAULTS = {
+    "paused": False,
+    "max_concurrency": 0,
+    "window_start": 0,
+    "window_count": 0,
+    "previous_window_count": 0,
+}
+
+_RECORD_DISPATCH = Prepared(
+    sa.update(queues)
+    .where(queues.c.name == sa.bindparam("b_name"))
+    .values(
+        tokens=sa.bindparam("b_tokens", type_=sa.Float),
+        tokens_at=sa.bindparam("b_now", type_=sa.BigInteger),
+        window_start=sa.bindparam("b_window_start"),
+        window_count=sa.bindparam("b_window_count"),
+        previous_window_count=sa.bindparam("b_previous"),
+    )
+)
+
+
+def ensure_queues(conn: Connection, names: Iterable[str], now: Micros) -> None:
+    """A queue exists as soon as something names it."""
+    rows = [{"name": name, "created_at": now, **_NEW_QUEUE_DEFAULTS} for name in sorted(set(names))]
+    if rows:
+        conn.execute(dialects.insert_ignoring_existing(conn.dialect, queues), rows)
+
+
+def queue_rows(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
+    result = conn.execute(sa.select(queues).where(queues.c.name.in_(sorted(set(names)))))
+    return {row.name: row for row in result}
+
+
+class JobDefaults:
+    """Each queue's defaults for new jobs, remembered for a second so that enqueues do not
+    read the queues table every time; UpdateQueue in this process forgets at once, and
+    another coordinator's change is seen within the second."""
+
+    TTL_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, JobSettings]] = {}
+
+    def forget(self, name: str) -> None:
+        self._known.pop(name, None)
+
+    def get(self, conn: Connection, names: set[str], now: Micros) -> dict[str, JobSettings]:
+        clock = time.monotonic()
+        found = {n: v[1] for n in names if (v := self._known.get(n)) and v[0] > clock}
+        missing = names - found.keys()
+        if missing:
+            rows = queue_rows(conn, list(missing))
+            if missing - rows.keys():
+                ensure_queues(conn, missing - rows.keys(), now)
+                rows.update(queue_rows(conn, list(missing - rows.keys())))
+            for name, row in rows.items():
+                found[name] = queue_config(row).defaults
+                self._known[name] = (clock + self.TTL_SECONDS, found[name])
+        return found
+
+
+def _limit(rate: float | None, burst: int | None) -> RateLimit | None:
+    if not rate or not burst:
+        return None
+    return RateLimit(rate=rate, burst=burst)
+
+
+def queue_config(row: Any) -> QueueConfig:
+    return QueueConfig(
+        name=row.name,
+        paused=bool(row.paused),
+        rate_limit=_limit(row.rate, row.burst),
+        per_key_rate_limit=_limit(row.key_rate, row.key_burst),
+        max_concurrency=row.max_concurrency,
+        defaults=JobSettings(
+            max_attempts=row.default_max_attempts,
+            lease_duration=row.default_lease_duration,
+            retry=RetryOverrides(
+                initial_backoff=row.default_retry_initial_backoff,
+                multiplier=row.default_retry_multiplier,
+                max_backoff=row.default_retry_max_backoff,
+                jitter=row.default_retry_jitter,
+            ),
+        ),
+        retention=Retention(
+            succeeded=row.retain_succeeded,
+            failed=row.retain_failed,
+            cancelled=row.retain_cancelled,
+        ),
+    )
+
+
+def queue_values(config: QueueConfig) -> dict[str, Any]:
+    """The settable columns of a queue row."""
+    rate, key_rate = config.rate_limit, config.per_key_rate_limit
+    return {
+        "paused": config.paused,
+        "rate": rate.rate if rate else None,
+        "burst": rate.burst if rate else None,
+        "key_rate": key_rate.rate if key_rate else None,
+        "key_burst": key_rate.burst if key_rate else None,
+        "max_concurrency": config.max_concurrency,
+        "default_max_attempts": config.defaults.max_attempts,
+        "default_lease_duration": config.defaults.lease_duration,
+        "default_retry_initial_backoff": config.defaults.retry.initial_backoff,
+        "default_retry_multiplier": config.defaults.retry.multiplier,
+        "default_retry_max_backoff": config.defaults.retry.max_backoff,
+        "default_retry_jitter": config.defaults.retry.jitter,
+        "retain_succeeded": config.retention.succeeded,
+        "retain_failed": config.retention.failed,
+        "retain_cancelled": config.retention.cancelled,
+    }
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _QueuePlan:
+    """What one queue may hand out in this lease, and the bucket state it started from."""
+
+    name: str
+    row: Any
+    queue_tokens: float | None = None
+    key_tokens: dict[str, float] = field(default_factory=dict)
+    candidates: list[tuple[int, int, str, tuple[str, str | None]]] = field(default_factory=list)
+
+
+@dataclass
+class DispatchPlan:
+    chosen: list[str]
+    retry_at: Micros | None
+    plans: list[_QueuePlan]
+    keys_by_job: dict[str, tuple[str, str | None]]
+
+
+def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
+    """Picks the jobs a Lease may take: per queue, within its pause, concurrency cap and
+    token buckets; across queues, by priority and due time."""
+    rows = queue_rows(conn, params.queues)
+    plans: list[_QueuePlan] = []
+    retry_ats: list[Micros] = []
+    for name in params.queues:
+        row = rows.get(name)
+        if row is None or row.paused:
+            continue
+        plan = _QueuePlan(name=name, row=row)
+        allowance = _allowance(conn, plan, params, retry_ats)
+        if allowance > 0:
+            _pick_candidates(conn, plan, allowance, params.now, retry_ats)
+            plans.append(plan)
+    merged = heapq.merge(*(p.candidates for p in plans))
+    chosen: list[str] = []
+    keys_by_job: dict[str, tuple[str, str | None]] = {}
+    for _priority, _run_at, job_id, queue_and_key in _take(merged, params.max_jobs):
+        chosen.append(job_id)
+        keys_by_job[job_id] = queue_and_key
+    return DispatchPlan(
+        chosen=chosen,
+        retry_at=min(retry_ats) if retry_ats and len(chosen) < params.max_jobs else None,
+        plans=plans,
+        keys_by_job=keys_by_job,
+    )
+
+
+def _take(merged: Iterable[Any], count: int) -> list[Any]:
+    taken: list[Any] = []
+    for item in merged:
+        if len(taken) >= count:
+            break
+        taken.append(item)
+    return taken
+
+
+def _allowance(
+    conn: Connection, plan: _QueuePlan, params: LeaseParams, retry_ats: list[Micros]
+) -> int:
+    row = plan.row
+    allowance = params.max_jobs
+    if row.max_concurrency:
+        leased = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.queue == plan.name, jobs.c.state == JobState.LEASED)
+        )
+        # A slot frees with a receipt or an expiry, which wakes the long-polls itself.
+        allowance = min(allowance, row.max_concurrency - int(leased or 0))
+    limit = _limit(row.rate, row.burst)
+    if limit is not None:
+        plan.queue_tokens = throttle.tokens_now(limit, row.tokens, row.tokens_at, params.now)
+        whole = throttle.whole_tokens(plan.queue_tokens)
+        if whole < allowance:
+            allowance = whole
+            retry_ats.append(throttle.next_token_at(limit, plan.queue_tokens % 1.0, params.now))
+    return allowance
+
+
+def _pick_candidates(
+    conn: Connection, plan: _QueuePlan, allowance: int, now: Micros, retry_ats: list[Micros]
+) -> None:
+    key_limit = _limit(plan.row.key_rate, plan.row.key_burst)
+    if key_limit is None:
+        result = conn.execute(dialects.dispatch_candidates(conn.dialect, plan.name, allowance))
+        plan.candidates = [(-r.priority, r.run_at, r.id, (plan.name, None)) for r in result]
+        return
+    buckets = conn.execute(
+        sa.select(
+            throttle_buckets.c.throttle_key,
+            throttle_buckets.c.tokens,
+            throttle_buckets.c.updated_at,
+        ).where(throttle_buckets.c.queue == plan.name, throttle_buckets.c.tokens < key_limit.burst)
+    )
+    exhausted: list[str] = []
+    for key, tokens, updated_at in buckets:
+        level = throttle.tokens_now(key_limit, tokens, updated_at, now)
+        plan.key_tokens[key] = level
+        if throttle.whole_tokens(level) < 1:
+            exhausted.append(key)
+            retry_ats.append(throttle.next_token_at(key_limit, level, now))
+    scan = min(allowance * _KEYED_SCAN_FACTOR, 1000)
+    result = conn.execute(
+        dialects.dispatch_candidates(
+            conn.dialect, plan.name, scan, skip_keys=exhausted[:_MAX_EXCLUDED_KEYS]
+        )
+    )
+    taken: Counter[str] = Counter()
+    for row in result:
+        if len(plan.candidates) >= allowance:
+            break
+        key = row.throttle_key
+        if key is not None:
+            available = throttle.whole_tokens(plan.key_tokens.get(key, float(key_limit.burst)))
+            if taken[key] >= available:
+                continue
+            taken[key] += 1
+        plan.candidates.append((-row.priority, row.run_at, row.id, (plan.name, key)))
+
+
+def record_dispatch(conn: Connection, plan: DispatchPlan, now: Micros) -> None:
+    """Takes the tokens of the jobs leased and counts them for the dispatch rate."""
+    per_queue: Counter[str] = Counter()
+    per_key: Counter[tuple[str, str]] = Counter()
+    for queue, key in plan.keys_by_job.values():
+        per_queue[queue] += 1
+        if key is not None:
+            per_key[(queue, key)] += 1
+    updates = []
+    bucket_rows = []
+    for queue_plan in plan.plans:
+        taken = per_queue[queue_plan.name]
+        if not taken:
+            continue
+        row = queue_plan.row
+        start, count, previous = throttle.roll_window(
+            row.window_start, row.window_count, row.previous_window_count, now
+        )
+        tokens = queue_plan.queue_tokens - taken if queue_plan.queue_tokens is not None else None
+        updates.append(
+            {
+                "b_name": queue_plan.name,
+                "b_tokens": tokens,
+                "b_now": now if tokens is not None else None,
+                "b_window_start": start,
+                "b_window_count": count + taken,
+                "b_previous": previous,
+            }
+        )
+        key_limit = _limit(row.key_rate, row.key_burst)
+        if key_limit is not None:
+            for (queue, key), used in per_key.items():
+                if queue == queue_plan.name:
+                    level = queue_plan.key_tokens.get(key, float(key_limit.burst))
+                    bucket_rows.append(
+                        {
+                            "queue": queue,
+                            "throttle_key": key,
+                            "tokens": level - used,
+                            "updated_at": now,
+                        }
+                    )
+    _RECORD_DISPATCH.executemany(conn, updates)
+    if bucket_rows:
+        dialects.upsert_buckets(conn.dialect).executemany(conn, bucket_rows)
+
+
+def forget_full_buckets(conn: Connection, config: QueueConfig, now: Micros) -> None:
+    """A bucket that has refilled is the same as no bucket, so its row can go."""
+    limit = config.per_key_rate_limit
+    query = sa.delete(throttle_buckets).where(throttle_buckets.c.queue == config.name)
+    if limit is not None:
+        query = query.where(throttle_buckets.c.updated_at < now - throttle.refill_time(limit))
+    conn.execute(query)
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def queue_stats(conn: Connection, row: Any, now: Micros) -> QueueStats:
+    counts_result = conn.execute(
+        sa.select(jobs.c.state, sa.func.count())
+        .where(jobs.c.queue == row.name)
+        .group_by(jobs.c.state)
+    )
+    counts = {JobState(state): int(n) for state, n in counts_result}
+    oldest = conn.scalar(
+        sa.select(sa.func.min(jobs.c.run_at)).where(
+            jobs.c.queue == row.name, jobs.c.state == JobState.AVAILABLE
+        )
+    )
+    available = counts.get(JobState.AVAILABLE, 0) > 0
+    config = queue_config(row)
+    rate_held = False
+    if config.rate_limit is not None:
+        tokens = throttle.tokens_now(config.rate_limit, row.tokens, row.tokens_at, now)
+        rate_held = available and throttle.whole_tokens(tokens) < 1
+    cap_held = (
+        available
+        and config.max_concurrency > 0
+        and counts.get(JobState.LEASED, 0) >= config.max_concurrency
+    )
+    return QueueStats(
+        counts=counts,
+        oldest_available_age=max(0, now - oldest) if oldest is not None else None,
+        dispatch_rate=throttle.dispatch_rate(
+            row.window_start, row.window_count, row.previous_window_count, now
+        ),
+        held_by_rate_limit=rate_held,
+        held_by_concurrency_limit=cap_held,
+        held_by_pause=available and config.paused,
+    )

@@ -1,0 +1,295 @@
+"""Rows <-> domain values, and the small pure helpers of the SQL store."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from conveyor_server.core.model import (
+    Attempt,
+    EnqueueResult,
+    Job,
+    JobError,
+    JobState,
+    LeasedJob,
+    LeaseHolder,
+    Micros,
+    NewJob,
+    Outcome,
+    ResolvedSettings,
+    RetryPolicy,
+    TransitionResult,
+)
+from conveyor_server.errors import AlreadyExists, ConveyorError, LeaseLost, NotFound
+
+# SQLite allows 32,766 bound variables per statement; IN lists stay far below that.
+IN_CHUNK = 500
+
+
+def lease_tokens(job_ids: Sequence[str]) -> dict[str, str]:
+    """A fresh 128-bit token from the OS's CSPRNG for every job, in one system call."""
+    entropy = secrets.token_hex(16 * len(job_ids))
+    return {job_id: entropy[32 * i : 32 * i + 32] for i, job_id in enumerate(job_ids)}
+
+
+def chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + IN_CHUNK] for i in range(0, len(items), IN_CHUNK)]
+
+
+def job_row(job: NewJob, depth: int, settings: ResolvedSettings) -> dict[str, Any]:
+    policy = settings.retry_policy
+    return {
+        "id": job.job_id,
+        "queue": job.queue,
+        "task_type": job.task_type,
+        "payload": job.payload,
+        "state": job.initial_state(),
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "delay": job.delay,
+        "max_attempts": settings.max_attempts,
+        "attempt": 0,
+        "lease_duration": settings.lease_duration,
+        "retry_initial_backoff": policy.initial_backoff,
+        "retry_multiplier": policy.multiplier,
+        "retry_max_backoff": policy.max_backoff,
+        "retry_jitter": policy.jitter,
+        "idempotency_key": job.idempotency_key,
+        "parent_job_id": job.parent_job_id,
+        "depth": depth,
+        "cancel_requested": False,
+        "created_at": job.created_at,
+        "throttle_key": job.throttle_key,
+        **_UNSET_AT_ENQUEUE,
+    }
+
+
+# Columns that only later transitions fill; the insert names every column.
+_UNSET_AT_ENQUEUE = dict.fromkeys(
+    [
+        "lease_token",
+        "leased_by",
+        "leased_at",
+        "lease_expires_at",
+        "checkpoint",
+        "result",
+        "error_message",
+        "error_type",
+        "error_non_retryable",
+        "finished_at",
+    ]
+)
+
+
+def fresh_result(job: NewJob) -> EnqueueResult:
+    return EnqueueResult(
+        job_id=job.job_id,
+        deduplicated=False,
+        state=job.initial_state(),
+        queue=job.queue,
+        task_type=job.task_type,
+        run_at=job.run_at,
+    )
+
+
+def keyed_outcome(job: NewJob, holder: sa.Row[Any]) -> EnqueueResult | ConveyorError:
+    if holder.id == job.job_id:
+        return fresh_result(job)
+    if holder.task_type != job.task_type or holder.payload != job.payload:
+        return AlreadyExists(
+            f"idempotency_key {job.idempotency_key!r} in queue {job.queue!r} already belongs to "
+            f"job {holder.id} with a different task_type or payload; use a new key for new work"
+        )
+    return EnqueueResult(
+        job_id=holder.id,
+        deduplicated=True,
+        state=JobState(holder.state),
+        queue=holder.queue,
+        task_type=holder.task_type,
+        run_at=holder.run_at,
+    )
+
+
+def fencing_problem(
+    job_id: str, token: str, row: sa.Row[Any] | None, now: Micros
+) -> ConveyorError | None:
+    if row is None:
+        return NotFound(f"job {job_id!r} not found")
+    if row.state != JobState.LEASED or row.lease_token != token:
+        return LeaseLost(
+            f"lease_token does not hold job {job_id!r} (it is {JobState(row.state).name}, "
+            "leased again, or the token is wrong): stop working on it and do not report it"
+        )
+    if row.lease_expires_at <= now:
+        return LeaseLost(
+            f"the lease on job {job_id!r} expired; the job will be retried: stop working on it"
+        )
+    return None
+
+
+def lease_holder(row: sa.Row[Any]) -> LeaseHolder:
+    return LeaseHolder(
+        job_id=row.id,
+        queue=row.queue,
+        task_type=row.task_type,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        retry_policy=RetryPolicy(
+            initial_backoff=row.retry_initial_backoff,
+            multiplier=row.retry_multiplier,
+            max_backoff=row.retry_max_backoff,
+            jitter=row.retry_jitter,
+        ),
+        leased_by=row.leased_by or "",
+        leased_at=row.leased_at or 0,
+        cancel_requested=bool(row.cancel_requested),
+    )
+
+
+def transition_params(
+    job_id: str, token: str, transition: Any, *, keep_token: bool
+) -> dict[str, Any]:
+    error: JobError | None = transition.error
+    return {
+        "b_id": job_id,
+        "b_token": token,
+        "b_state": int(transition.state),
+        "b_run_at": transition.run_at,
+        "b_attempt_delta": transition.attempt_delta,
+        "b_result": transition.result,
+        "b_error_message": error.message if error else None,
+        "b_error_type": error.type if error else None,
+        "b_error_non_retryable": error.non_retryable if error else None,
+        "b_finished_at": transition.finished_at,
+        "b_new_token": token if keep_token else None,
+    }
+
+
+def history_row(
+    holder: LeaseHolder, now: Micros, outcome: Outcome, error: JobError | None
+) -> dict[str, Any]:
+    return {
+        "job_id": holder.job_id,
+        "attempt": holder.attempt,
+        "worker_id": holder.leased_by,
+        "started_at": holder.leased_at,
+        "finished_at": now,
+        "outcome": int(outcome),
+        "error_message": error.message if error else None,
+        "error_type": error.type if error else None,
+        "error_non_retryable": error.non_retryable if error else None,
+    }
+
+
+def transition_result(holder: LeaseHolder, transition: Any) -> TransitionResult:
+    return TransitionResult(
+        job_id=holder.job_id,
+        queue=holder.queue,
+        task_type=holder.task_type,
+        attempt=holder.attempt,
+        worker_id=holder.leased_by,
+        state=transition.state,
+        run_at=transition.run_at,
+    )
+
+
+def replayed_result(row: sa.Row[Any]) -> TransitionResult:
+    state = JobState(row.state)
+    pending = state in (JobState.SCHEDULED, JobState.AVAILABLE)
+    return TransitionResult(
+        job_id=row.id,
+        queue=row.queue,
+        task_type=row.task_type,
+        attempt=row.attempt,
+        worker_id=row.leased_by or "",
+        state=state,
+        run_at=row.run_at if pending else None,
+        replayed=True,
+    )
+
+
+def as_replay(done: TransitionResult) -> TransitionResult:
+    return TransitionResult(
+        job_id=done.job_id,
+        queue=done.queue,
+        task_type=done.task_type,
+        attempt=done.attempt,
+        worker_id=done.worker_id,
+        state=done.state,
+        run_at=done.run_at,
+        replayed=True,
+    )
+
+
+def job_error(
+    message: str | None, type_: str | None, non_retryable: bool | None
+) -> JobError | None:
+    if message is None and type_ is None:
+        return None
+    return JobError(message=message or "", type=type_ or "", non_retryable=bool(non_retryable))
+
+
+def attempt_from_row(row: sa.Row[Any]) -> Attempt:
+    return Attempt(
+        attempt=row.attempt,
+        worker_id=row.worker_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        outcome=Outcome(row.outcome),
+        error=job_error(row.error_message, row.error_type, row.error_non_retryable),
+    )
+
+
+def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
+    return Job(
+        job_id=row.id,
+        queue=row.queue,
+        task_type=row.task_type,
+        payload=row.payload,
+        state=JobState(row.state),
+        run_at=row.run_at,
+        delay=row.delay,
+        priority=row.priority,
+        max_attempts=row.max_attempts,
+        lease_duration=row.lease_duration,
+        retry_policy=RetryPolicy(
+            initial_backoff=row.retry_initial_backoff,
+            multiplier=row.retry_multiplier,
+            max_backoff=row.retry_max_backoff,
+            jitter=row.retry_jitter,
+        ),
+        idempotency_key=row.idempotency_key,
+        parent_job_id=row.parent_job_id,
+        depth=row.depth,
+        attempt=row.attempt,
+        checkpoint=row.checkpoint,
+        result=row.result,
+        last_error=job_error(row.error_message, row.error_type, row.error_non_retryable),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        lease_expires_at=row.lease_expires_at if row.state == JobState.LEASED else None,
+        leased_by=row.leased_by,
+        cancel_requested=bool(row.cancel_requested),
+        throttle_key=row.throttle_key,
+        attempts=attempts,
+    )
+
+
+def leased_job(row: sa.Row[Any]) -> LeasedJob:
+    return LeasedJob(
+        job_id=row.id,
+        lease_token=row.lease_token,
+        queue=row.queue,
+        task_type=row.task_type,
+        payload=row.payload,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        lease_expires_at=row.lease_expires_at,
+        lease_duration=row.lease_duration,
+        checkpoint=row.checkpoint,
+        created_at=row.created_at,
+        parent_job_id=row.parent_job_id,
+    )

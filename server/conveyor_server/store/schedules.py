@@ -1,0 +1,168 @@
+"""Schedule rows, on an open connection. The job template is stored as JSON of the validated
+domain JobSpecInput, so the store needs no protobuf."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from conveyor_server.core.model import JobSettings, JobSpecInput, Micros, RetryOverrides
+from conveyor_server.core.schedules import MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec
+from conveyor_server.errors import AlreadyExists, NotFound
+from conveyor_server.store import dialects
+from conveyor_server.store.schema import schedule_fires, schedules
+
+
+def _template_json(job: JobSpecInput) -> bytes:
+    retry = job.settings.retry
+    return json.dumps(
+        {
+            "queue": job.queue,
+            "task_type": job.task_type,
+            "payload": base64.b64encode(job.payload).decode(),
+            "priority": job.priority,
+            "max_attempts": job.settings.max_attempts,
+            "lease_duration": job.settings.lease_duration,
+            "retry": [retry.initial_backoff, retry.multiplier, retry.max_backoff, retry.jitter],
+            "parent_job_id": job.parent_job_id,
+            "throttle_key": job.throttle_key,
+        }
+    ).encode()
+
+
+def _template(data: bytes) -> JobSpecInput:
+    raw = json.loads(data)
+    initial, multiplier, maximum, jitter = raw["retry"]
+    return JobSpecInput(
+        queue=raw["queue"],
+        task_type=raw["task_type"],
+        payload=base64.b64decode(raw["payload"]),
+        run_at=None,
+        delay=0,
+        priority=raw["priority"],
+        settings=JobSettings(
+            max_attempts=raw["max_attempts"],
+            lease_duration=raw["lease_duration"],
+            retry=RetryOverrides(initial, multiplier, maximum, jitter),
+        ),
+        idempotency_key=None,
+        parent_job_id=raw["parent_job_id"],
+        throttle_key=raw["throttle_key"],
+    )
+
+
+def _values(schedule: Schedule) -> dict[str, Any]:
+    spec = schedule.spec
+    return {
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "job_template": _template_json(spec.job),
+        "misfire_policy": int(spec.misfire_policy),
+        "catch_up_limit": spec.catch_up_limit,
+        "overlap_policy": int(spec.overlap_policy),
+        "paused": spec.paused,
+        "next_fire_at": schedule.next_fire_at,
+        "last_fire_at": schedule.last_fire_at,
+        "last_job_id": schedule.last_job_id,
+    }
+
+
+def schedule_from_row(row: Any) -> Schedule:
+    return Schedule(
+        spec=ScheduleSpec(
+            name=row.name,
+            cron=row.cron,
+            timezone=row.timezone,
+            job=_template(row.job_template),
+            misfire_policy=MisfirePolicy(row.misfire_policy),
+            catch_up_limit=row.catch_up_limit,
+            overlap_policy=OverlapPolicy(row.overlap_policy),
+            paused=bool(row.paused),
+        ),
+        next_fire_at=row.next_fire_at,
+        last_fire_at=row.last_fire_at,
+        last_job_id=row.last_job_id,
+    )
+
+
+def insert(conn: Connection, schedule: Schedule, now: Micros) -> None:
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                sa.insert(schedules).values(
+                    name=schedule.spec.name, created_at=now, **_values(schedule)
+                )
+            )
+    except IntegrityError:
+        raise AlreadyExists(
+            f"a schedule named {schedule.spec.name!r} exists; update it or pick another name"
+        ) from None
+
+
+def load(conn: Connection, name: str) -> Schedule:
+    row = (conn.execute(sa.select(schedules).where(schedules.c.name == name))).first()
+    if row is None:
+        raise NotFound(f"schedule {name!r} not found")
+    return schedule_from_row(row)
+
+
+def save(conn: Connection, schedule: Schedule) -> None:
+    conn.execute(
+        sa.update(schedules)
+        .where(schedules.c.name == schedule.spec.name)
+        .values(**_values(schedule))
+    )
+
+
+def delete(conn: Connection, name: str) -> None:
+    result = conn.execute(sa.delete(schedules).where(schedules.c.name == name))
+    if not result.rowcount:
+        raise NotFound(f"schedule {name!r} not found")
+
+
+def page(conn: Connection, after: str | None, limit: int) -> list[Schedule]:
+    query = sa.select(schedules).order_by(schedules.c.name).limit(limit)
+    if after:
+        query = query.where(schedules.c.name > after)
+    return [schedule_from_row(row) for row in conn.execute(query)]
+
+
+def due(conn: Connection, now: Micros, limit: int) -> list[Schedule]:
+    result = conn.execute(
+        sa.select(schedules)
+        .where(schedules.c.next_fire_at <= now, schedules.c.paused.is_(False))
+        .order_by(schedules.c.next_fire_at)
+        .limit(limit)
+    )
+    return [schedule_from_row(row) for row in result]
+
+
+def next_fire_at(conn: Connection) -> Micros | None:
+    value: Micros | None = conn.scalar(
+        sa.select(sa.func.min(schedules.c.next_fire_at)).where(schedules.c.paused.is_(False))
+    )
+    return value
+
+
+def claim_fire(conn: Connection, name: str, fire_at: Micros, now: Micros) -> bool:
+    """Records a fire; False when it was recorded before (a restart, or another coordinator
+    that fired it first): the primary key makes each fire happen once."""
+    result = conn.execute(
+        dialects.insert_ignoring_existing(conn.dialect, schedule_fires)
+        .values(schedule=name, fire_at=fire_at, created_at=now)
+        .returning(schedule_fires.c.fire_at)
+    )
+    return result.first() is not None
+
+
+def record_fire_job(conn: Connection, name: str, fire_at: Micros, job_id: str) -> None:
+    conn.execute(
+        sa.update(schedule_fires)
+        .where(schedule_fires.c.schedule == name, schedule_fires.c.fire_at == fire_at)
+        .values(job_id=job_id)
+    )

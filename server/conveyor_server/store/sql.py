@@ -1,0 +1,887 @@
+"""The SQL store: SQLAlchemy Core on SQLite (the embedded default).
+
+Every write goes through one writer that owns one connection in its own thread. It takes
+whatever operations are waiting, runs them in one transaction in one thread hop, commits once
+and only then answers each caller (group commit): many producers sending one job each share
+one fsync, and no caller hears OK before its job is on disk. Operations work on whole batches
+with executemany. Reads run on a few reader threads; SQLite's WAL mode lets them read beside
+the writer. See store/threads.py for why whole operations, not statements, cross threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection
+
+from conveyor_server.core.model import (
+    DueTimes,
+    EnqueueResult,
+    HeartbeatParams,
+    HeartbeatResult,
+    Job,
+    JobState,
+    LeaseBatch,
+    LeaseParams,
+    ListJobsParams,
+    Micros,
+    NewJob,
+    Queue,
+    QueueConfig,
+    ReceiptParams,
+    TransitionResult,
+    resolve_settings,
+)
+from conveyor_server.core.schedules import OverlapPolicy, Schedule
+from conveyor_server.errors import (
+    ConveyorError,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+)
+from conveyor_server.store import dialects
+from conveyor_server.store import queues as queues_sql
+from conveyor_server.store import schedules as schedules_sql
+from conveyor_server.store.base import ExpiryDecider, Fire, FirePlanner, ReceiptDecider
+from conveyor_server.store.migrate import upgrade_to_head
+from conveyor_server.store.prepared import Prepared, constant
+from conveyor_server.store.rows import (
+    as_replay,
+    attempt_from_row,
+    chunks,
+    fencing_problem,
+    fresh_result,
+    history_row,
+    job_from_row,
+    job_row,
+    keyed_outcome,
+    lease_holder,
+    lease_tokens,
+    leased_job,
+    replayed_result,
+    transition_params,
+    transition_result,
+)
+from conveyor_server.store.schema import FINISHED, job_attempts, jobs, queues, schedule_fires
+from conveyor_server.store.threads import DatabaseThread, ReaderPool
+
+log = structlog.get_logger("conveyor.store")
+
+T = TypeVar("T")
+
+# Fire records only guard against firing twice; by this age the schedule has long moved on.
+FIRE_MEMORY: Micros = 7 * 24 * 3600 * 1_000_000
+
+
+_JOB_COLUMNS = list(jobs.c)
+_HOLDER_COLUMNS = [
+    jobs.c.id,
+    jobs.c.queue,
+    jobs.c.task_type,
+    jobs.c.state,
+    jobs.c.run_at,
+    jobs.c.lease_token,
+    jobs.c.lease_expires_at,
+    jobs.c.lease_duration,
+    jobs.c.attempt,
+    jobs.c.max_attempts,
+    jobs.c.retry_initial_backoff,
+    jobs.c.retry_multiplier,
+    jobs.c.retry_max_backoff,
+    jobs.c.retry_jitter,
+    jobs.c.leased_by,
+    jobs.c.leased_at,
+    jobs.c.cancel_requested,
+]
+
+_CLAIM = Prepared(
+    sa.update(jobs)
+    .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == constant(JobState.AVAILABLE))
+    .values(
+        state=constant(JobState.LEASED),
+        attempt=jobs.c.attempt + constant(1),
+        lease_token=sa.bindparam("b_token"),
+        leased_by=sa.bindparam("b_worker"),
+        leased_at=sa.bindparam("b_now"),
+        lease_expires_at=jobs.c.lease_duration + sa.bindparam("b_now"),
+    )
+)
+
+_FENCED = sa.and_(
+    jobs.c.id == sa.bindparam("b_id"),
+    jobs.c.lease_token == sa.bindparam("b_token"),
+    jobs.c.state == constant(JobState.LEASED),
+)
+
+_EXTEND = Prepared(
+    sa.update(jobs)
+    .where(_FENCED)
+    .values(
+        lease_expires_at=sa.bindparam("b_expires"),
+        checkpoint=sa.func.coalesce(
+            sa.bindparam("b_checkpoint", type_=sa.LargeBinary), jobs.c.checkpoint
+        ),
+    )
+)
+
+_TRANSITION_VALUES: dict[str, Any] = {
+    "state": sa.bindparam("b_state"),
+    "run_at": sa.func.coalesce(sa.bindparam("b_run_at", type_=sa.BigInteger), jobs.c.run_at),
+    "attempt": jobs.c.attempt + sa.bindparam("b_attempt_delta"),
+    "result": sa.bindparam("b_result", type_=sa.LargeBinary),
+    "error_message": sa.bindparam("b_error_message", type_=sa.Text),
+    "error_type": sa.bindparam("b_error_type", type_=sa.String),
+    "error_non_retryable": sa.bindparam("b_error_non_retryable", type_=sa.Boolean),
+    "finished_at": sa.bindparam("b_finished_at", type_=sa.BigInteger),
+    "lease_expires_at": sa.null(),
+    "lease_token": sa.bindparam("b_new_token", type_=sa.String),
+}
+
+_APPLY_TRANSITION = Prepared(sa.update(jobs).where(_FENCED).values(**_TRANSITION_VALUES))
+_RECORD_ATTEMPT = Prepared(
+    sa.insert(job_attempts).values(
+        {c.name: sa.bindparam(c.name) for c in job_attempts.c if c.name != "id"}
+    )
+)
+
+
+@dataclass
+class _WriteOp:
+    """One caller's write, waiting for the writer; `weight` bounds a group's size."""
+
+    run: Callable[[Connection], Any] | None
+    future: asyncio.Future[Any]
+    weight: int = 1
+    enqueue_jobs: Sequence[NewJob] = ()
+    atomic: bool = False
+    max_depth: int = 0
+    results: list[Any] = field(default_factory=list)
+    # False for writes whose loss in a power cut is harmless under at-least-once delivery
+    # (a lease or a lease extension: the job is simply leased again).
+    must_sync: bool = True
+
+
+class SqlStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        max_write_batch: int = 1000,
+        rng: Random | None = None,
+    ) -> None:
+        self._url = url
+        self._synchronous = sqlite_synchronous
+        self._max_write_batch = max_write_batch
+        self._rng = rng or Random()
+        self._writer: DatabaseThread | None = None
+        self._readers: ReaderPool | None = None
+        self._queue: asyncio.Queue[_WriteOp | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._job_defaults = queues_sql.JobDefaults()
+        self._current_sync = sqlite_synchronous.upper()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        url = dialects.sync_url(self._url)
+        self._writer = DatabaseThread(
+            dialects.create_writer_engine(url, self._synchronous), "conveyor-writer"
+        )
+        self._readers = ReaderPool(dialects.create_reader_engine(url, self._synchronous), 2)
+        await self._writer.run(_migrate)
+        self._writer_task = asyncio.create_task(self._writer_loop(), name="conveyor-store-writer")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+        for threads in (self._writer, self._readers):
+            if threads is not None:
+                await threads.close()
+
+    # -- the writer --------------------------------------------------------------------------
+
+    async def _submit(self, op: _WriteOp) -> Any:
+        if self._closed:
+            raise Unavailable("the coordinator is shutting down")
+        await self._queue.put(op)
+        return await op.future
+
+    async def _write(
+        self, run: Callable[[Connection], Any], weight: int = 1, *, must_sync: bool = True
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        op = _WriteOp(run=run, future=loop.create_future(), weight=weight, must_sync=must_sync)
+        return await self._submit(op)
+
+    def _sync_level(self, conn: Connection, must_sync: bool) -> None:
+        """Enqueues, receipts and admin changes commit at the configured level (FULL: on
+        disk before the reply); a group of only leases and heartbeats may skip the fsync.
+        WAL keeps commits in order, so a later synced commit makes the earlier ones durable."""
+        if conn.dialect.name != "sqlite":
+            return
+        configured = self._synchronous.upper()
+        relaxed = "NORMAL" if configured in ("FULL", "EXTRA") else configured
+        level = configured if must_sync else relaxed
+        if level != self._current_sync:
+            conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+            self._current_sync = level
+
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        assert self._readers is not None
+        return await self._readers.run(work)
+
+    async def _writer_loop(self) -> None:
+        assert self._writer is not None
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            weight = first.weight
+            stop = False
+            while weight < self._max_write_batch and not self._queue.empty():
+                op = self._queue.get_nowait()
+                if op is None:
+                    stop = True
+                    break
+                group.append(op)
+                weight += op.weight
+            try:
+                errors = await self._writer.run(functools.partial(self._commit_group, group=group))
+            except Exception as exc:  # the thread itself failed; tell everyone
+                errors = [exc] * len(group)
+            for op, error in zip(group, errors, strict=True):
+                _settle_future(op, error)
+            if stop:
+                return
+
+    def _commit_group(self, conn: Connection, group: list[_WriteOp]) -> list[BaseException | None]:
+        """Runs in the writer thread; returns each operation's failure, if any."""
+        self._sync_level(conn, any(op.must_sync for op in group))
+        try:
+            with conn.begin():
+                self._apply_group(conn, group)
+        except Exception as exc:
+            if len(group) > 1:
+                # One operation broke the shared transaction: run each alone so that the
+                # others still succeed and only the culprit hears of the error.
+                errors: list[BaseException | None] = []
+                for op in group:
+                    op.results.clear()
+                    errors.extend(self._commit_group(conn, [op]))
+                return errors
+            log.error("store.write_failed", error=repr(exc))
+            return [exc]
+        return [None] * len(group)
+
+    def _apply_group(self, conn: Connection, group: list[_WriteOp]) -> None:
+        # Batches first, one by one, so that an all-or-none batch that fails and is undone can
+        # never be what a single enqueue in the same group deduplicated against.
+        singles: list[_WriteOp] = []
+        for op in group:
+            if op.run is not None:
+                try:
+                    op.results = [op.run(conn)]
+                except ConveyorError as err:
+                    # Operations check before they write, so a refusal leaves nothing behind
+                    # in the shared transaction.
+                    op.results = [err]
+            elif op.atomic:
+                op.results = [self._insert_atomic(conn, op.enqueue_jobs, op.max_depth)]
+            else:
+                singles.append(op)
+        if singles:
+            new_jobs = [job for op in singles for job in op.enqueue_jobs]
+            outcomes = self._insert_jobs(conn, new_jobs, singles[0].max_depth)
+            start = 0
+            for op in singles:
+                op.results = [outcomes[start : start + len(op.enqueue_jobs)]]
+                start += len(op.enqueue_jobs)
+
+    # -- enqueue -----------------------------------------------------------------------------
+
+    async def enqueue(
+        self, jobs_: Sequence[NewJob], *, atomic: bool, max_depth: int
+    ) -> list[EnqueueResult | ConveyorError]:
+        loop = asyncio.get_running_loop()
+        op = _WriteOp(
+            run=None,
+            future=loop.create_future(),
+            weight=max(1, len(jobs_)),
+            enqueue_jobs=jobs_,
+            atomic=atomic,
+            max_depth=max_depth,
+        )
+        outcome = await self._submit(op)
+        if isinstance(outcome, ConveyorError):
+            raise outcome
+        result: list[EnqueueResult | ConveyorError] = outcome
+        return result
+
+    def _insert_atomic(
+        self, conn: Connection, new_jobs: Sequence[NewJob], max_depth: int
+    ) -> list[EnqueueResult | ConveyorError] | ConveyorError:
+        outcomes = self._insert_jobs(conn, new_jobs, max_depth)
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, ConveyorError):
+                inserted = [
+                    o.job_id
+                    for o in outcomes
+                    if isinstance(o, EnqueueResult) and not o.deduplicated
+                ]
+                for chunk in chunks(inserted):
+                    conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
+                return type(outcome)(f"jobs[{index}]: {outcome}; no job of the batch was stored")
+        return outcomes
+
+    def _insert_jobs(
+        self, conn: Connection, new_jobs: Sequence[NewJob], max_depth: int
+    ) -> list[EnqueueResult | ConveyorError]:
+        depths = self._child_depths(conn, new_jobs, max_depth)
+        defaults = self._job_defaults.get(conn, {j.queue for j in new_jobs}, new_jobs[0].created_at)
+        rows = [
+            job_row(job, depth, resolve_settings(job.settings, defaults[job.queue]))
+            for job, depth in zip(new_jobs, depths, strict=True)
+            if not isinstance(depth, ConveyorError)
+        ]
+        if rows:
+            dialects.insert_ignoring_duplicate_keys(conn.dialect).executemany(conn, rows)
+        keyed = [
+            j
+            for j, d in zip(new_jobs, depths, strict=True)
+            if j.idempotency_key and isinstance(d, int)
+        ]
+        holders = self._key_holders(conn, keyed)
+        outcomes: list[EnqueueResult | ConveyorError] = []
+        for job, depth in zip(new_jobs, depths, strict=True):
+            if isinstance(depth, ConveyorError):
+                outcomes.append(depth)
+            elif job.idempotency_key:
+                outcomes.append(keyed_outcome(job, holders[(job.queue, job.idempotency_key)]))
+            else:
+                outcomes.append(fresh_result(job))
+        return outcomes
+
+    def _child_depths(
+        self, conn: Connection, new_jobs: Sequence[NewJob], max_depth: int
+    ) -> list[int | ConveyorError]:
+        parent_ids = sorted({j.parent_job_id for j in new_jobs if j.parent_job_id})
+        parent_depth: dict[str, int] = {}
+        for chunk in chunks(parent_ids):
+            result = conn.execute(sa.select(jobs.c.id, jobs.c.depth).where(jobs.c.id.in_(chunk)))
+            parent_depth.update({row.id: row.depth for row in result})
+        depths: list[int | ConveyorError] = []
+        for job in new_jobs:
+            if not job.parent_job_id:
+                depths.append(0)
+            elif job.parent_job_id not in parent_depth:
+                depths.append(NotFound(f"parent_job_id {job.parent_job_id!r}: no such job"))
+            elif parent_depth[job.parent_job_id] + 1 > max_depth:
+                depths.append(
+                    FailedPrecondition(
+                        f"job depth would be {parent_depth[job.parent_job_id] + 1}, over the "
+                        f"maximum of {max_depth}: parent_job_id chains this deep usually mean "
+                        "a job that enqueues itself without end (raise --max-depth if intended)"
+                    )
+                )
+            else:
+                depths.append(parent_depth[job.parent_job_id] + 1)
+        return depths
+
+    def _key_holders(self, conn: Connection, keyed: Sequence[NewJob]) -> dict[tuple[str, str], Any]:
+        keys = sorted({j.idempotency_key for j in keyed if j.idempotency_key})
+        holders: dict[tuple[str, str], Any] = {}
+        for chunk in chunks(keys):
+            result = conn.execute(
+                sa.select(
+                    jobs.c.id,
+                    jobs.c.queue,
+                    jobs.c.idempotency_key,
+                    jobs.c.task_type,
+                    jobs.c.payload,
+                    jobs.c.state,
+                    jobs.c.run_at,
+                ).where(jobs.c.idempotency_key.in_(chunk))
+            )
+            for row in result:
+                holders[(row.queue, row.idempotency_key)] = row
+        return holders
+
+    # -- lease -------------------------------------------------------------------------------
+
+    async def lease(self, params: LeaseParams) -> LeaseBatch:
+        result: LeaseBatch = await self._write(
+            lambda conn: self._claim(conn, params), weight=params.max_jobs, must_sync=False
+        )
+        return result
+
+    def _claim(self, conn: Connection, params: LeaseParams) -> LeaseBatch:
+        plan = queues_sql.plan_dispatch(conn, params)
+        chosen = plan.chosen
+        if not chosen:
+            return LeaseBatch(jobs=[], retry_at=plan.retry_at)
+        queues_sql.record_dispatch(conn, plan, params.now)
+        tokens = lease_tokens(chosen)
+        _CLAIM.executemany(
+            conn,
+            [
+                {
+                    "b_id": job_id,
+                    "b_token": token,
+                    "b_worker": params.worker_id,
+                    "b_now": params.now,
+                }
+                for job_id, token in tokens.items()
+            ],
+        )
+        rows = self._rows_by_id(conn, chosen, _JOB_COLUMNS)
+        leased = [leased_job(rows[job_id]) for job_id in chosen]
+        return LeaseBatch(jobs=leased, retry_at=plan.retry_at)
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    async def heartbeat(
+        self, items: Sequence[HeartbeatParams], now: Micros
+    ) -> list[HeartbeatResult | ConveyorError]:
+        result: list[HeartbeatResult | ConveyorError] = await self._write(
+            lambda conn: self._extend(conn, items, now), weight=len(items), must_sync=False
+        )
+        return result
+
+    def _extend(
+        self, conn: Connection, items: Sequence[HeartbeatParams], now: Micros
+    ) -> list[HeartbeatResult | ConveyorError]:
+        rows = self._rows_by_id(conn, [i.job_id for i in items], _HOLDER_COLUMNS)
+        outcomes: list[HeartbeatResult | ConveyorError] = []
+        updates = []
+        for item in items:
+            row = rows.get(item.job_id)
+            problem = fencing_problem(item.job_id, item.lease_token, row, now)
+            if problem is not None or row is None:
+                outcomes.append(problem or NotFound(f"job {item.job_id!r} not found"))
+                continue
+            expires = now + (item.extend_by if item.extend_by is not None else row.lease_duration)
+            updates.append(
+                {
+                    "b_id": item.job_id,
+                    "b_token": item.lease_token,
+                    "b_expires": expires,
+                    "b_checkpoint": item.checkpoint,
+                }
+            )
+            outcomes.append(
+                HeartbeatResult(lease_expires_at=expires, cancel_requested=row.cancel_requested)
+            )
+        if updates:
+            _EXTEND.executemany(conn, updates)
+        return outcomes
+
+    # -- receipts and expiry -----------------------------------------------------------------
+
+    async def settle(
+        self, receipts: Sequence[ReceiptParams], now: Micros, decide: ReceiptDecider
+    ) -> list[TransitionResult | ConveyorError]:
+        result: list[TransitionResult | ConveyorError] = await self._write(
+            lambda conn: self._settle(conn, receipts, now, decide), weight=len(receipts)
+        )
+        return result
+
+    def _settle(
+        self,
+        conn: Connection,
+        receipts: Sequence[ReceiptParams],
+        now: Micros,
+        decide: ReceiptDecider,
+    ) -> list[TransitionResult | ConveyorError]:
+        rows = self._rows_by_id(conn, [r.job_id for r in receipts], _HOLDER_COLUMNS)
+        outcomes: list[TransitionResult | ConveyorError] = []
+        updates: list[dict[str, Any]] = []
+        history: list[dict[str, Any]] = []
+        settled: dict[str, TransitionResult] = {}
+        for receipt in receipts:
+            row = rows.get(receipt.job_id)
+            replay = settled.get(receipt.job_id)
+            if replay is not None and row is not None and row.lease_token == receipt.lease_token:
+                outcomes.append(as_replay(replay))
+                continue
+            if (
+                row is not None
+                and row.lease_token == receipt.lease_token
+                and row.state != JobState.LEASED
+            ):
+                outcomes.append(replayed_result(row))
+                continue
+            problem = fencing_problem(receipt.job_id, receipt.lease_token, row, now)
+            if problem is not None or row is None:
+                outcomes.append(problem or NotFound(f"job {receipt.job_id!r} not found"))
+                continue
+            holder = lease_holder(row)
+            transition = decide(holder, receipt, now, self._rng)
+            updates.append(
+                transition_params(row.id, receipt.lease_token, transition, keep_token=True)
+            )
+            history.append(history_row(holder, now, transition.history_outcome, transition.error))
+            done = transition_result(holder, transition)
+            settled[receipt.job_id] = done
+            outcomes.append(done)
+        if updates:
+            _APPLY_TRANSITION.executemany(conn, updates)
+            _RECORD_ATTEMPT.executemany(conn, history)
+        return outcomes
+
+    async def rescue_expired(
+        self, now: Micros, limit: int, decide: ExpiryDecider
+    ) -> list[TransitionResult]:
+        result: list[TransitionResult] = await self._write(
+            lambda conn: self._rescue(conn, now, limit, decide), weight=limit
+        )
+        return result
+
+    def _rescue(
+        self, conn: Connection, now: Micros, limit: int, decide: ExpiryDecider
+    ) -> list[TransitionResult]:
+        result = conn.execute(
+            sa.select(*_HOLDER_COLUMNS)
+            .where(jobs.c.state == JobState.LEASED, jobs.c.lease_expires_at <= now)
+            .order_by(jobs.c.lease_expires_at)
+            .limit(limit)
+        )
+        outcomes: list[TransitionResult] = []
+        updates: list[dict[str, Any]] = []
+        history: list[dict[str, Any]] = []
+        for row in result.all():
+            holder = lease_holder(row)
+            transition = decide(holder, now, self._rng)
+            # Clearing the token makes a late receipt from the lost lease fail its fencing check.
+            updates.append(transition_params(row.id, row.lease_token, transition, keep_token=False))
+            history.append(history_row(holder, now, transition.history_outcome, transition.error))
+            outcomes.append(transition_result(holder, transition))
+        if updates:
+            _APPLY_TRANSITION.executemany(conn, updates)
+            _RECORD_ATTEMPT.executemany(conn, history)
+        return outcomes
+
+    async def promote_due(self, now: Micros, limit: int) -> list[TransitionResult]:
+        result: list[TransitionResult] = await self._write(
+            lambda conn: self._promote(conn, now, limit), weight=limit
+        )
+        return result
+
+    def _promote(self, conn: Connection, now: Micros, limit: int) -> list[TransitionResult]:
+        due = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == JobState.SCHEDULED, jobs.c.run_at <= now)
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        result = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(due))
+            .values(state=JobState.AVAILABLE)
+            .returning(jobs.c.id, jobs.c.queue, jobs.c.task_type, jobs.c.attempt)
+        )
+        return [
+            TransitionResult(
+                job_id=row.id,
+                queue=row.queue,
+                task_type=row.task_type,
+                attempt=row.attempt,
+                worker_id="",
+                state=JobState.AVAILABLE,
+                run_at=now,
+            )
+            for row in result
+        ]
+
+    # -- admin transitions -------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, now: Micros) -> Job:
+        result: Job = await self._write(lambda conn: self._cancel(conn, job_id, now))
+        return result
+
+    def _cancel(self, conn: Connection, job_id: str, now: Micros) -> Job:
+        job = self._load_job(conn, job_id)
+        if job.state in (JobState.SCHEDULED, JobState.AVAILABLE):
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state=JobState.CANCELLED, finished_at=now)
+            )
+        elif job.state == JobState.LEASED:
+            # The worker hears of it in its next heartbeat; its receipt ends the job.
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
+        elif job.state != JobState.CANCELLED:
+            raise FailedPrecondition(
+                f"job {job_id!r} already finished as {job.state.name}; there is nothing to cancel"
+            )
+        return self._load_job(conn, job_id)
+
+    async def retry(self, job_id: str, now: Micros) -> Job:
+        result: Job = await self._write(lambda conn: self._retry(conn, job_id, now))
+        return result
+
+    def _retry(self, conn: Connection, job_id: str, now: Micros) -> Job:
+        job = self._load_job(conn, job_id)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise FailedPrecondition(
+                f"job {job_id!r} is {job.state.name}; only FAILED or CANCELLED jobs can be retried"
+            )
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(
+                state=JobState.AVAILABLE,
+                attempt=0,
+                run_at=now,
+                finished_at=None,
+                result=None,
+                lease_token=None,
+                lease_expires_at=None,
+                cancel_requested=False,
+            )
+        )
+        return self._load_job(conn, job_id)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def get_queue(self, name: str, now: Micros) -> Queue:
+        return await self._read(lambda conn: self._load_queue(conn, name, now))
+
+    def _load_queue(self, conn: Connection, name: str, now: Micros) -> Queue:
+        row = (queues_sql.queue_rows(conn, [name])).get(name)
+        if row is None:
+            raise NotFound(f"queue {name!r} not found: no job or UpdateQueue has named it yet")
+        return Queue(
+            config=queues_sql.queue_config(row),
+            stats=queues_sql.queue_stats(conn, row, now),
+        )
+
+    async def list_queues(self, after: str | None, limit: int, now: Micros) -> list[Queue]:
+        query = sa.select(queues.c.name).order_by(queues.c.name).limit(limit)
+        if after:
+            query = query.where(queues.c.name > after)
+
+        def run(conn: Connection) -> list[Queue]:
+            names = [row.name for row in conn.execute(query)]
+            return [self._load_queue(conn, name, now) for name in names]
+
+        return await self._read(run)
+
+    async def update_queue(
+        self, name: str, change: Callable[[QueueConfig], QueueConfig], now: Micros
+    ) -> Queue:
+        def run(conn: Connection) -> Queue:
+            queues_sql.ensure_queues(conn, [name], now)
+            row = (queues_sql.queue_rows(conn, [name]))[name]
+            config = change(queues_sql.queue_config(row))
+            conn.execute(
+                sa.update(queues)
+                .where(queues.c.name == name)
+                .values(**queues_sql.queue_values(config))
+            )
+            self._job_defaults.forget(name)
+            return self._load_queue(conn, name, now)
+
+        result: Queue = await self._write(run)
+        return result
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule, now: Micros) -> Schedule:
+        def run(conn: Connection) -> Schedule:
+            schedules_sql.insert(conn, schedule, now)
+            return schedule
+
+        result: Schedule = await self._write(run)
+        return result
+
+    async def get_schedule(self, name: str) -> Schedule:
+        return await self._read(lambda conn: schedules_sql.load(conn, name))
+
+    async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]:
+        return await self._read(lambda conn: schedules_sql.page(conn, after, limit))
+
+    async def update_schedule(self, name: str, change: Callable[[Schedule], Schedule]) -> Schedule:
+        def run(conn: Connection) -> Schedule:
+            updated = change(schedules_sql.load(conn, name))
+            schedules_sql.save(conn, updated)
+            return updated
+
+        result: Schedule = await self._write(run)
+        return result
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._write(lambda conn: schedules_sql.delete(conn, name))
+
+    async def fire_schedules(
+        self, now: Micros, limit: int, planner: FirePlanner, max_depth: int
+    ) -> list[Fire]:
+        result: list[Fire] = await self._write(
+            lambda conn: self._fire(conn, now, limit, planner, max_depth), weight=limit
+        )
+        return result
+
+    def _fire(
+        self, conn: Connection, now: Micros, limit: int, planner: FirePlanner, max_depth: int
+    ) -> list[Fire]:
+        fired: list[Fire] = []
+        for schedule in schedules_sql.due(conn, now, limit):
+            plan = planner(schedule, now)
+            last_fire_at, last_job_id = schedule.last_fire_at, schedule.last_job_id
+            for fire_at, job in plan.fires:
+                if not schedules_sql.claim_fire(conn, schedule.spec.name, fire_at, now):
+                    continue
+                if self._previous_run_blocks(conn, schedule, last_job_id):
+                    fired.append(Fire(schedule.spec.name, fire_at, None, None))
+                    continue
+                [outcome] = self._insert_jobs(conn, [job], max_depth)
+                if isinstance(outcome, ConveyorError):
+                    log.error(
+                        "schedule.fire_refused", schedule=schedule.spec.name, error=str(outcome)
+                    )
+                    fired.append(Fire(schedule.spec.name, fire_at, None, None))
+                    continue
+                schedules_sql.record_fire_job(conn, schedule.spec.name, fire_at, outcome.job_id)
+                last_fire_at, last_job_id = fire_at, outcome.job_id
+                fired.append(Fire(schedule.spec.name, fire_at, outcome.job_id, outcome))
+            schedules_sql.save(
+                conn,
+                Schedule(
+                    spec=schedule.spec,
+                    next_fire_at=plan.next_fire_at,
+                    last_fire_at=last_fire_at,
+                    last_job_id=last_job_id,
+                ),
+            )
+        return fired
+
+    def _previous_run_blocks(
+        self, conn: Connection, schedule: Schedule, last_job_id: str | None
+    ) -> bool:
+        if schedule.spec.overlap_policy != OverlapPolicy.SKIP or last_job_id is None:
+            return False
+        state = conn.scalar(sa.select(jobs.c.state).where(jobs.c.id == last_job_id))
+        return state is not None and not JobState(state).is_terminal
+
+    async def next_schedule_fire(self) -> Micros | None:
+        return await self._read(schedules_sql.next_fire_at)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def prune(self, now: Micros, limit: int) -> int:
+        """Deletes up to `limit` finished jobs past their queue's retention, oldest first,
+        with their history; also forgets old schedule fires and refilled throttle buckets."""
+        result: int = await self._write(lambda conn: self._prune(conn, now, limit), weight=limit)
+        return result
+
+    def _prune(self, conn: Connection, now: Micros, limit: int) -> int:
+        deleted = 0
+        configs = [queues_sql.queue_config(row) for row in conn.execute(sa.select(queues))]
+        for config in configs:
+            for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+                if deleted >= limit:
+                    return deleted
+                cutoff = now - config.retention.for_state(state)
+                expired = (
+                    sa.select(jobs.c.id)
+                    .where(
+                        jobs.c.queue == config.name,
+                        jobs.c.state.in_(FINISHED),
+                        jobs.c.state == state,
+                        jobs.c.finished_at < cutoff,
+                    )
+                    .order_by(jobs.c.finished_at)
+                    .limit(limit - deleted)
+                )
+                ids = [row.id for row in conn.execute(expired)]
+                for chunk in chunks(ids):
+                    conn.execute(sa.delete(job_attempts).where(job_attempts.c.job_id.in_(chunk)))
+                    conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
+                deleted += len(ids)
+            queues_sql.forget_full_buckets(conn, config, now)
+        conn.execute(
+            sa.delete(schedule_fires).where(schedule_fires.c.created_at < now - FIRE_MEMORY)
+        )
+        return deleted
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._read(lambda conn: self._load_job(conn, job_id))
+
+    async def list_jobs(self, params: ListJobsParams) -> list[Job]:
+        query = sa.select(*_JOB_COLUMNS).order_by(jobs.c.id.desc()).limit(params.page_size)
+        if params.queue:
+            query = query.where(jobs.c.queue == params.queue)
+        if params.state is not None:
+            query = query.where(jobs.c.state == params.state)
+        if params.after_job_id:
+            query = query.where(jobs.c.id < params.after_job_id)
+        return await self._read(lambda conn: [job_from_row(row, ()) for row in conn.execute(query)])
+
+    async def due_times(self) -> DueTimes:
+        return await self._read(_due_times)
+
+    def _load_job(self, conn: Connection, job_id: str) -> Job:
+        row = (conn.execute(sa.select(*_JOB_COLUMNS).where(jobs.c.id == job_id))).first()
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found")
+        history = conn.execute(
+            sa.select(job_attempts)
+            .where(job_attempts.c.job_id == job_id)
+            .order_by(job_attempts.c.id)
+        )
+        return job_from_row(row, tuple(attempt_from_row(h) for h in history))
+
+    def _rows_by_id(
+        self, conn: Connection, ids: Sequence[str], columns: list[Any]
+    ) -> dict[str, sa.Row[Any]]:
+        rows: dict[str, sa.Row[Any]] = {}
+        for chunk in chunks(sorted(set(ids))):
+            result = conn.execute(sa.select(*columns).where(jobs.c.id.in_(chunk)))
+            rows.update({row.id: row for row in result})
+        return rows
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _migrate(conn: Connection) -> None:
+    upgrade_to_head(conn)
+    conn.commit()
+
+
+def _due_times(conn: Connection) -> DueTimes:
+    scheduled = conn.scalar(
+        sa.select(sa.func.min(jobs.c.run_at)).where(jobs.c.state == JobState.SCHEDULED)
+    )
+    expiry = conn.scalar(
+        sa.select(sa.func.min(jobs.c.lease_expires_at)).where(jobs.c.state == JobState.LEASED)
+    )
+    return DueTimes(next_scheduled_at=scheduled, next_lease_expiry_at=expiry)
+
+
+def _settle_future(op: _WriteOp, error: BaseException | None) -> None:
+    if op.future.done():
+        return
+    result = op.results[0] if op.results else None
+    if error is not None:
+        op.future.set_exception(error)
+    elif isinstance(result, ConveyorError):
+        op.future.set_exception(result)
+    else:
+        op.future.set_result(result)
