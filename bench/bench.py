@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
@@ -50,11 +49,18 @@ class Server:
         self.address = f"127.0.0.1:{_free_port()}"
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "conveyor_server", "serve",
-                "--db", f"sqlite:///{self.dir}/bench.db",
-                "--listen", self.address,
-                "--sqlite-synchronous", synchronous,
-                "--log-level", log_level,
+                sys.executable,
+                "-m",
+                "conveyor_server",
+                "serve",
+                "--db",
+                f"sqlite:///{self.dir}/bench.db",
+                "--listen",
+                self.address,
+                "--sqlite-synchronous",
+                synchronous,
+                "--log-level",
+                log_level,
             ],
             stderr=subprocess.DEVNULL,
         )
@@ -103,7 +109,9 @@ async def enqueue_single(address: str, total: int, clients: int = 16) -> dict[st
     return {"jobs_per_s": per_client * clients / elapsed}
 
 
-async def enqueue_batch(address: str, total: int, batch: int = 100, senders: int = 2) -> dict[str, float]:
+async def enqueue_batch(
+    address: str, total: int, batch: int = 100, senders: int = 2
+) -> dict[str, float]:
     """EnqueueBatch calls of 100 jobs, from two concurrent senders."""
     request = pb.EnqueueBatchRequest(jobs=[_spec() for _ in range(batch)])
     calls = total // batch
@@ -208,7 +216,9 @@ async def run_once(name: str, scenario: Scenario, args: argparse.Namespace) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=["single", "batch", "e2e", "latency"], action="append")
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
@@ -223,14 +233,19 @@ def main() -> None:
         "latency": lambda address: start_latency(address, 300),
     }
     chosen = args.only or list(scenarios)
-    print(f"# {os.cpu_count()} cores, SQLite synchronous={args.synchronous}, "
-          f"coordinator log level {args.log_level}, median of {args.runs} runs")
+    print(
+        f"# {os.cpu_count()} cores, SQLite synchronous={args.synchronous}, "
+        f"coordinator log level {args.log_level}, median of {args.runs} runs"
+    )
     for name in chosen:
         runs = [asyncio.run(run_once(name, scenarios[name], args)) for _ in range(args.runs)]
         for key in runs[0]:
             values = [run[key] for run in runs]
-            print(f"{name:8s} {key:14s} median {statistics.median(values):10.1f}   "
-                  f"(min {min(values):.1f}, max {max(values):.1f})", flush=True)
+            print(
+                f"{name:8s} {key:14s} median {statistics.median(values):10.1f}   "
+                f"(min {min(values):.1f}, max {max(values):.1f})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
