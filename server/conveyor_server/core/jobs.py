@@ -21,11 +21,13 @@ from conveyor_server.core.model import (
     Job,
     JobSpecInput,
     JobState,
+    LeaseBatch,
     LeasedJob,
     LeaseParams,
     ListJobsParams,
     Micros,
     NewJob,
+    Outcome,
     ReceiptParams,
     TransitionResult,
 )
@@ -129,7 +131,7 @@ class JobService:
                     max_jobs=max_jobs,
                     now=self._clock.now(),
                 )
-                batch = await self._store.lease(params)
+                batch = await self._claim(params)
                 leased = batch.jobs
                 remaining = deadline - loop.time()
                 if leased or remaining <= 0 or self._stopping.is_set():
@@ -150,6 +152,34 @@ class JobService:
             )
             self._expiry_alarm.due_at(job.lease_expires_at)
         return leased
+
+    async def _claim(self, params: LeaseParams) -> LeaseBatch:
+        """Claims in the store; a caller that gives up meanwhile (client deadline, cancel) gets
+        nothing, so what the store claimed for it is handed back at once instead of staying
+        invisible until its lease expires and costing the jobs an attempt."""
+        claim = asyncio.ensure_future(self._store.lease(params))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            batch = await claim
+            if batch.jobs:
+                await self._hand_back(batch.jobs)
+            raise
+
+    async def _hand_back(self, jobs: Sequence[LeasedJob]) -> None:
+        releases = [
+            ReceiptParams(
+                job_id=job.job_id,
+                lease_token=job.lease_token,
+                outcome=Outcome.RELEASE,
+                result=None,
+                error=None,
+                retry_after=None,
+            )
+            for job in jobs
+        ]
+        await self.receipt(releases)
+        log.info("lease.abandoned", released=len(releases))
 
     async def heartbeat(
         self, items: Sequence[HeartbeatParams]

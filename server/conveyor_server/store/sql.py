@@ -236,7 +236,11 @@ class SqlStore:
         relaxed = "NORMAL" if configured in ("FULL", "EXTRA") else configured
         level = configured if must_sync else relaxed
         if level != self._current_sync:
-            conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+            # Straight to the driver: through SQLAlchemy the statement would autobegin a
+            # transaction (BEGIN IMMEDIATE), and SQLite refuses this pragma inside one.
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute(f"PRAGMA synchronous={level}")
             self._current_sync = level
 
     async def _read(self, work: Callable[[Connection], T]) -> T:
