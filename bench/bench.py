@@ -1,7 +1,14 @@
-"""Conveyor benchmark: enqueue throughput, end-to-end throughput and start latency.
+"""Conveyor benchmark: enqueue throughput, end-to-end throughput, start latency, and the
+accuracy and cost of throttling.
 
     python bench/bench.py                 # everything, median of 3 runs
     python bench/bench.py --runs 5 --only e2e
+    python bench/bench.py --only throttle --only e2e-throttled
+
+e2e-throttled is e2e with a queue rate limit and 100 per-key buckets, all set too high to
+hold anything back: what checking the buckets costs. throttle runs jobs through a bucket of
+rate 100/s, burst 20, in real time, and reports the most jobs started in any one-second window
+(the limit allows 120) and the sustained rate after the burst (should be 100/s).
 
 Each run starts a fresh coordinator (`conveyor serve`, SQLite, synchronous=FULL unless
 --synchronous says otherwise) in its own process, on a fresh database file. Producers run in
@@ -28,6 +35,7 @@ from typing import Any
 import grpc
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
@@ -149,11 +157,30 @@ def _worker_report(worker: subprocess.Popen[str]) -> dict[str, Any]:
     return report
 
 
-async def end_to_end(address: str, total: int, concurrency: int = 200) -> dict[str, float]:
+async def _limit_queue(address: str, queue: pb.Queue, paths: list[str]) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        await rpc.CoordinatorServiceStub(channel).UpdateQueue(
+            pb.UpdateQueueRequest(queue=queue, update_mask=FieldMask(paths=paths))
+        )
+
+
+async def end_to_end(
+    address: str, total: int, concurrency: int = 200, throttled: bool = False
+) -> dict[str, float]:
     """Enqueue (batches of 100) -> Python SDK worker in another process -> receipt, until the
     worker has reported every job and its receipts are committed."""
+    specs = [_spec() for _ in range(100)]
+    if throttled:
+        never_binding = pb.RateLimit(rate=1e6, burst=1_000_000)
+        await _limit_queue(
+            address,
+            pb.Queue(name=QUEUE, rate_limit=never_binding, per_key_rate_limit=never_binding),
+            ["rate_limit", "per_key_rate_limit"],
+        )
+        for i, spec in enumerate(specs):
+            spec.throttle_key = f"customer-{i}"
     worker = _start_worker(address, "count", total, concurrency)
-    request = pb.EnqueueBatchRequest(jobs=[_spec() for _ in range(100)])
+    request = pb.EnqueueBatchRequest(jobs=specs)
     start = time.time()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = rpc.CoordinatorServiceStub(channel)
@@ -200,6 +227,30 @@ async def start_latency(address: str, samples: int) -> dict[str, float]:
     }
 
 
+async def throttle_accuracy(address: str, seconds: int = 10) -> dict[str, float]:
+    """A bucket of rate 100/s and burst 20, with far more jobs waiting than it lets through and
+    a worker with 200 free slots: when do the jobs start?"""
+    rate, burst = 100, 20
+    await _limit_queue(
+        address,
+        pb.Queue(name=QUEUE, rate_limit=pb.RateLimit(rate=rate, burst=burst)),
+        ["rate_limit"],
+    )
+    total = rate * seconds + burst
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        for _ in range(total // 100 + 1):
+            await stub.EnqueueBatch(pb.EnqueueBatchRequest(jobs=[_spec() for _ in range(100)]))
+    worker = _start_worker(address, "times", total, 200)
+    starts = sorted((await asyncio.to_thread(_worker_report, worker))["started_at"])
+    most_in_a_second = max(
+        sum(1 for t in starts[i:] if t < first + 1.0) for i, first in enumerate(starts)
+    )
+    # After the burst, jobs should start at the bucket's rate.
+    sustained = (len(starts) - burst) / (starts[-1] - starts[0])
+    return {"max_per_1s_window": most_in_a_second, "sustained_per_s": sustained}
+
+
 Scenario = Callable[[str], Coroutine[Any, Any, dict[str, float]]]
 
 
@@ -220,7 +271,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=["single", "batch", "e2e", "latency"], action="append")
+    parser.add_argument(
+        "--only",
+        choices=["single", "batch", "e2e", "latency", "e2e-throttled", "throttle"],
+        action="append",
+    )
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
     parser.add_argument("--log-level", default="warning", help="coordinator log level")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs for the e2e run")
@@ -231,6 +286,8 @@ def main() -> None:
         "batch": lambda address: enqueue_batch(address, 50_000),
         "e2e": lambda address: end_to_end(address, args.jobs),
         "latency": lambda address: start_latency(address, 300),
+        "e2e-throttled": lambda address: end_to_end(address, args.jobs, throttled=True),
+        "throttle": throttle_accuracy,
     }
     chosen = args.only or list(scenarios)
     print(

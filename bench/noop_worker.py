@@ -14,6 +14,7 @@ from conveyor import JobContext, Worker, WorkerConfig
 async def main(address: str, mode: str, count: int, concurrency: int) -> None:
     worker = Worker(address, ["bench"], config=WorkerConfig(concurrency=concurrency))
     latencies: list[float] = []
+    started_at: list[float] = []
     done = 0
 
     @worker.task("noop")
@@ -21,6 +22,8 @@ async def main(address: str, mode: str, count: int, concurrency: int) -> None:
         nonlocal done
         if mode == "latency":
             latencies.append((time.time() - float(job.payload)) * 1000)
+        elif mode == "times":
+            started_at.append(time.time())
         done += 1
         if done >= count:
             worker.stop()
@@ -29,7 +32,12 @@ async def main(address: str, mode: str, count: int, concurrency: int) -> None:
     await asyncio.sleep(0.3)  # connected and long-polling
     print("ready", flush=True)
     await running  # stop() flushes every receipt before run() returns
-    print(json.dumps({"finished_at": time.time(), "latencies_ms": latencies}), flush=True)
+    print(
+        json.dumps(
+            {"finished_at": time.time(), "latencies_ms": latencies, "started_at": started_at}
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
