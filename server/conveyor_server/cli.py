@@ -7,6 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from conveyor.cli import add_client_commands
+
 from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ServerConfig
 
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_serve(commands)
+    add_client_commands(commands)
     return parser
 
 

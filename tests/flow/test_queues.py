@@ -141,6 +141,25 @@ async def test_a_long_poll_wakes_when_a_slot_frees(stub: rpc.CoordinatorServiceS
     assert len(reply.jobs) == 1 and time.monotonic() - started < 2
 
 
+async def test_raising_a_rate_limit_wakes_a_long_poll_on_an_empty_bucket(
+    stub: rpc.CoordinatorServiceStub, clock: FakeClock
+) -> None:
+    slow = pb.RateLimit(rate=0.001, burst=1)  # the next token is 1,000 s away
+    await set_queue(stub, pb.Queue(name="api", rate_limit=slow), "rate_limit")
+    await fill(stub, 2)
+    assert len(await lease(stub)) == 1
+    waiting = asyncio.ensure_future(
+        stub.Lease(
+            pb.LeaseRequest(worker_id="w", queues=["api"], max_jobs=1, wait=Duration(seconds=10))
+        )
+    )
+    await asyncio.sleep(0.1)
+    fast = pb.RateLimit(rate=100, burst=10)
+    await set_queue(stub, pb.Queue(name="api", rate_limit=fast), "rate_limit")
+    clock.advance(1)  # the new rate's next token is 10 ms away, not 1,000 s
+    assert len((await asyncio.wait_for(waiting, 3)).jobs) == 1
+
+
 async def test_paused_queue_holds_jobs_and_resume_wakes_a_long_poll(
     stub: rpc.CoordinatorServiceStub,
 ) -> None:

@@ -31,7 +31,7 @@ from conveyor_server.core.model import (
     ReceiptParams,
     TransitionResult,
 )
-from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
+from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups, Subscription
 from conveyor_server.errors import ConveyorError
 from conveyor_server.store.base import Store
 
@@ -140,7 +140,7 @@ class JobService:
                     # A rate limit held work back: look again when its bucket refills.
                     until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
                     remaining = min(remaining, max(until_tokens, 0.001))
-                await _first_of(subscription.event, self._stopping, remaining)
+                await self._wait_for_work(subscription, batch.rate_blocked, remaining)
         for job in leased:
             log.info(
                 "job.leased",
@@ -152,6 +152,23 @@ class JobService:
             )
             self._expiry_alarm.due_at(job.lease_expires_at)
         return leased
+
+    async def _wait_for_work(
+        self, subscription: Subscription, rate_blocked: frozenset[str], seconds: float
+    ) -> None:
+        """Sleeps until news in a queue could let this long-poll lease something."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while await _first_of(subscription.event, self._stopping, until - loop.time()):
+            if self._stopping.is_set() or subscription.urgent:
+                return
+            if not subscription.fired <= rate_blocked:
+                return
+            # Receipts and enqueues in a queue whose bucket is empty change nothing before its
+            # next token, which `seconds` already ends at: looking again would only cost a
+            # write transaction per receipt.
+            subscription.event.clear()
+            subscription.fired.clear()
 
     async def _claim(self, params: LeaseParams) -> LeaseBatch:
         """Claims in the store; a caller that gives up meanwhile (client deadline, cancel) gets

@@ -358,3 +358,6 @@ class LeaseBatch:
     jobs: list[LeasedJob]
     # When a rate limit next lets more work through, if one held work back.
     retry_at: Micros | None = None
+    # Queues whose own bucket is empty: nothing there can be leased before retry_at, whatever
+    # else happens in them, short of a change to their limits.
+    rate_blocked: frozenset[str] = frozenset()

@@ -14,6 +14,10 @@ class Subscription:
         self._hub = hub
         self._keys = keys
         self.event = asyncio.Event()
+        # Which keys were notified since the subscriber last cleared them, and whether any
+        # notification said that limits changed (which no cached reasoning may ignore).
+        self.fired: set[str] = set()
+        self.urgent = False
 
     async def wait(self, seconds: float) -> bool:
         """True if notified within `seconds`."""
@@ -53,9 +57,11 @@ class _Hub:
                 if not waiters:
                     del self._waiters[key]
 
-    def notify(self, keys: Iterable[str]) -> None:
+    def notify(self, keys: Iterable[str], *, urgent: bool = False) -> None:
         for key in keys:
             for subscription in self._waiters.get(key, ()):
+                subscription.fired.add(key)
+                subscription.urgent = subscription.urgent or urgent
                 subscription.event.set()
 
     def waiting(self, key: str) -> int:

@@ -26,5 +26,5 @@ class QueueService:
     async def update(self, name: str, change: Callable[[QueueConfig], QueueConfig]) -> Queue:
         queue = await self._store.update_queue(name, change, self._clock.now())
         # A resume or a raised limit may let waiting jobs through at once.
-        self._wakeups.notify([name])
+        self._wakeups.notify([name], urgent=True)
         return queue

@@ -169,6 +169,7 @@ class DispatchPlan:
     retry_at: Micros | None
     plans: list[_QueuePlan]
     keys_by_job: dict[str, tuple[str, str | None]]
+    rate_blocked: frozenset[str]
 
 
 def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
@@ -177,12 +178,15 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
     rows = queue_rows(conn, params.queues)
     plans: list[_QueuePlan] = []
     retry_ats: list[Micros] = []
+    rate_blocked: set[str] = set()
     for name in params.queues:
         row = rows.get(name)
         if row is None or row.paused:
             continue
         plan = _QueuePlan(name=name, row=row)
         allowance = _allowance(conn, plan, params, retry_ats)
+        if plan.queue_tokens is not None and throttle.whole_tokens(plan.queue_tokens) < 1:
+            rate_blocked.add(name)
         if allowance > 0:
             _pick_candidates(conn, plan, allowance, params.now, retry_ats)
             plans.append(plan)
@@ -197,6 +201,7 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
         retry_at=min(retry_ats) if retry_ats and len(chosen) < params.max_jobs else None,
         plans=plans,
         keys_by_job=keys_by_job,
+        rate_blocked=frozenset(rate_blocked),
     )
 
 

@@ -436,7 +436,7 @@ class SqlStore:
         plan = queues_sql.plan_dispatch(conn, params)
         chosen = plan.chosen
         if not chosen:
-            return LeaseBatch(jobs=[], retry_at=plan.retry_at)
+            return LeaseBatch(jobs=[], retry_at=plan.retry_at, rate_blocked=plan.rate_blocked)
         queues_sql.record_dispatch(conn, plan, params.now)
         tokens = lease_tokens(chosen)
         _CLAIM.executemany(
@@ -453,7 +453,7 @@ class SqlStore:
         )
         rows = self._rows_by_id(conn, chosen, _JOB_COLUMNS)
         leased = [leased_job(rows[job_id]) for job_id in chosen]
-        return LeaseBatch(jobs=leased, retry_at=plan.retry_at)
+        return LeaseBatch(jobs=leased, retry_at=plan.retry_at, rate_blocked=plan.rate_blocked)
 
     # -- heartbeat ---------------------------------------------------------------------------
 
