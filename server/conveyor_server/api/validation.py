@@ -307,7 +307,8 @@ def encode_page_token(last_job_id: str) -> str:
 
 def decode_page_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        # validate=True: characters outside the alphabet are an error, not silently dropped.
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument("page_token is not one that ListJobs returned") from None
 

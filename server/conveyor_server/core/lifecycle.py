@@ -23,12 +23,25 @@ from conveyor_server.core.model import (
 
 # Ids must be unique, not secret (lease tokens are the secrets): a seeded PRNG is enough.
 _id_random = random.Random(os.urandom(32))
+_TAIL_MAX = (1 << 80) - 1
+
+
+_last_id = (0, 0)
 
 
 def new_job_id() -> str:
-    """32 hex digits: 48 bits of milliseconds, then 80 random bits, so ids sort by creation."""
+    """32 hex digits: 48 bits of milliseconds, then 80 bits that start random and count up
+    within a millisecond (as monotonic ULIDs do), so that ids, which break ties between jobs
+    due at the same time, sort in creation order within this process."""
+    global _last_id
     millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{_id_random.getrandbits(80):020x}"
+    last_millis, last_tail = _last_id
+    if millis <= last_millis and last_tail < _TAIL_MAX:
+        millis, tail = last_millis, last_tail + 1  # same millisecond, or the clock stepped back
+    else:
+        tail = _id_random.getrandbits(79)  # headroom: a millisecond never runs out of ids
+    _last_id = (millis, tail)
+    return f"{millis:012x}{tail:020x}"
 
 
 def backoff_delay(policy: RetryPolicy, failed_attempt: int, rng: random.Random) -> Micros:

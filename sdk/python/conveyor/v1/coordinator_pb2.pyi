@@ -200,7 +200,7 @@ class JobSpec(_message.Message):
 
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
-        """Run after this delay; ignored when run_at is set."""
+        """Run after this delay; setting both run_at and delay is INVALID_ARGUMENT."""
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:

@@ -1,0 +1,94 @@
+"""Heartbeat on the wire: extending a lease, and checkpoints carried to the next attempt."""
+
+from __future__ import annotations
+
+import grpc
+from conveyor.v1 import coordinator_pb2 as pb
+from conveyor_server.core.clock import FakeClock
+from conveyor_server.main import Coordinator
+from server_wire import S, Wire, micros, refused, seconds
+
+
+async def test_a_heartbeat_extends_the_lease_by_extend_by_from_now(
+    wire: Wire, clock: FakeClock
+) -> None:
+    await wire.enqueue(lease_duration=seconds(30))
+    leased = await wire.lease_one()
+    clock.advance(10)
+    reply = await wire.heartbeat(leased, extend_by=seconds(120))
+    assert micros(reply.lease_expires_at) == clock.now() + 120 * S
+    assert micros((await wire.get(leased.job_id)).lease_expires_at) == clock.now() + 120 * S
+    assert not reply.cancel_requested
+
+
+async def test_a_heartbeat_without_extend_by_extends_by_the_jobs_lease_duration(
+    wire: Wire, clock: FakeClock
+) -> None:
+    await wire.enqueue(lease_duration=seconds(45))
+    leased = await wire.lease_one()
+    clock.advance(20)
+    reply = await wire.heartbeat(leased)
+    assert micros(reply.lease_expires_at) == clock.now() + 45 * S
+
+
+async def test_an_extended_lease_outlives_its_original_expiry(
+    coordinator: Coordinator, wire: Wire, clock: FakeClock
+) -> None:
+    await wire.enqueue(lease_duration=seconds(10))
+    leased = await wire.lease_one()
+    clock.advance(8)
+    await wire.heartbeat(leased, extend_by=seconds(60))
+    clock.advance(30)  # well past the original expiry, inside the extension
+    await coordinator.reaper.run_once(clock.now())
+    assert (await wire.get(leased.job_id)).state == pb.JOB_STATE_LEASED
+    assert (await wire.succeed(leased)).state == pb.JOB_STATE_SUCCEEDED
+
+
+async def test_a_checkpoint_sent_with_a_heartbeat_is_stored(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=b"step-2")
+    assert (await wire.get(leased.job_id)).checkpoint == b"step-2"
+
+
+async def test_a_heartbeat_without_a_checkpoint_keeps_the_stored_one(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=b"step-1")
+    await wire.heartbeat(leased, checkpoint=b"step-2")
+    await wire.heartbeat(leased)
+    assert (await wire.get(leased.job_id)).checkpoint == b"step-2"
+
+
+async def test_the_checkpoint_is_handed_to_the_next_attempt_after_a_failure(
+    wire: Wire,
+) -> None:
+    await wire.enqueue()
+    first = await wire.lease_one()
+    assert first.checkpoint == b""
+    await wire.heartbeat(first, checkpoint=b"step-2")
+    await wire.fail(first, retry_after=seconds(0))
+    second = await wire.lease_one()
+    assert (second.job_id, second.attempt) == (first.job_id, 2)
+    assert second.checkpoint == b"step-2"
+
+
+async def test_the_checkpoint_is_handed_to_the_next_attempt_after_a_lease_expiry(
+    coordinator: Coordinator, wire: Wire, clock: FakeClock
+) -> None:
+    await wire.enqueue(lease_duration=seconds(10))
+    first = await wire.lease_one()
+    await wire.heartbeat(first, checkpoint=b"halfway")
+    clock.advance(11)
+    await coordinator.reaper.run_once(clock.now())
+    second = await wire.lease_one()
+    assert (second.attempt, second.checkpoint) == (2, b"halfway")
+
+
+async def test_a_zero_extend_by_is_invalid(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    message = await refused(
+        wire.heartbeat(leased, extend_by=seconds(0)), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert "extend_by" in message
