@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
@@ -182,6 +183,7 @@ class JobSpec(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     THROTTLE_KEY_FIELD_NUMBER: _builtins.int
+    TASK_VERSION_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     task_type: _builtins.str
     payload: _builtins.bytes
@@ -194,6 +196,11 @@ class JobSpec(_message.Message):
     parent_job_id: _builtins.str
     throttle_key: _builtins.str
     """Jobs with the same key share one token bucket (the queue's per_key_rate_limit)."""
+    task_version: _builtins.str
+    """Semantic version (MAJOR.MINOR.PATCH) of the task contract the payload follows. When that
+    version is registered, Enqueue checks that the payload is that message. Leases route the
+    job only to workers that implement the same major version at this minor.patch or later.
+    """
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp:
         """Earliest time to run; unset means now (or now + delay)."""
@@ -223,10 +230,11 @@ class JobSpec(_message.Message):
         idempotency_key: _builtins.str = ...,
         parent_job_id: _builtins.str = ...,
         throttle_key: _builtins.str = ...,
+        task_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "lease_duration", b"lease_duration", "retry_policy", b"retry_policy", "run_at", b"run_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "task_type", b"task_type", "throttle_key", b"throttle_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "task_type", b"task_type", "task_version", b"task_version", "throttle_key", b"throttle_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -325,6 +333,7 @@ class Job(_message.Message):
     DEPTH_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     THROTTLE_KEY_FIELD_NUMBER: _builtins.int
+    TASK_VERSION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     queue: _builtins.str
     task_type: _builtins.str
@@ -343,6 +352,7 @@ class Job(_message.Message):
     cancel_requested: _builtins.bool
     """Set when CancelJob was called while the job was leased."""
     throttle_key: _builtins.str
+    task_version: _builtins.str
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -389,10 +399,11 @@ class Job(_message.Message):
         depth: _builtins.int = ...,
         cancel_requested: _builtins.bool = ...,
         throttle_key: _builtins.str = ...,
+        task_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delay", b"delay", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "retry_policy", b"retry_policy", "run_at", b"run_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "created_at", b"created_at", "delay", b"delay", "depth", b"depth", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "leased_by", b"leased_by", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "state", b"state", "task_type", b"task_type", "throttle_key", b"throttle_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "created_at", b"created_at", "delay", b"delay", "depth", b"depth", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "leased_by", b"leased_by", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "state", b"state", "task_type", b"task_type", "task_version", b"task_version", "throttle_key", b"throttle_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -414,6 +425,7 @@ class LeasedJob(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    TASK_VERSION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     lease_token: _builtins.str
     queue: _builtins.str
@@ -425,6 +437,7 @@ class LeasedJob(_message.Message):
     checkpoint: _builtins.bytes
     """The last checkpoint any earlier attempt sent."""
     parent_job_id: _builtins.str
+    task_version: _builtins.str
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -448,10 +461,11 @@ class LeasedJob(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         parent_job_id: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        task_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "checkpoint", b"checkpoint", "created_at", b"created_at", "job_id", b"job_id", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "queue", b"queue", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "checkpoint", b"checkpoint", "created_at", b"created_at", "job_id", b"job_id", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "queue", b"queue", "task_type", b"task_type", "task_version", b"task_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -550,6 +564,7 @@ class LeaseRequest(_message.Message):
     QUEUES_FIELD_NUMBER: _builtins.int
     MAX_JOBS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    TASK_TYPES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     max_jobs: _builtins.int
     """Default 1."""
@@ -559,6 +574,13 @@ class LeaseRequest(_message.Message):
     def wait(self) -> _duration_pb2.Duration:
         """Long-poll up to this long (at most 30 s); unset returns at once."""
 
+    @_builtins.property
+    def task_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskTypeRef]:
+        """The task types (and versions) this worker implements. None: any job, of any type.
+        Some: only jobs of these types; a job with a task_version only where the worker has the
+        same major version at that minor.patch or later; a job without one, at any version.
+        """
+
     def __init__(
         self,
         *,
@@ -566,14 +588,38 @@ class LeaseRequest(_message.Message):
         queues: _abc.Iterable[_builtins.str] | None = ...,
         max_jobs: _builtins.int = ...,
         wait: _duration_pb2.Duration | None = ...,
+        task_types: _abc.Iterable[Global___TaskTypeRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "queues", b"queues", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "queues", b"queues", "task_types", b"task_types", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaseRequest: _TypeAlias = LeaseRequest  # noqa: Y015
+
+@_typing.final
+class TaskTypeRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    """MAJOR.MINOR.PATCH; empty: every version of the type."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskTypeRef: _TypeAlias = TaskTypeRef  # noqa: Y015
 
 @_typing.final
 class LeaseResponse(_message.Message):
@@ -1287,6 +1333,7 @@ class QueueStats(_message.Message):
     HELD_BY_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     HELD_BY_CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     HELD_BY_PAUSE_FIELD_NUMBER: _builtins.int
+    AWAITING_COMPATIBLE_WORKER_FIELD_NUMBER: _builtins.int
     scheduled: _builtins.int
     available: _builtins.int
     leased: _builtins.int
@@ -1299,6 +1346,10 @@ class QueueStats(_message.Message):
     """Why available jobs are not being handed out right now."""
     held_by_concurrency_limit: _builtins.bool
     held_by_pause: _builtins.bool
+    awaiting_compatible_worker: _builtins.int
+    """Available jobs that no worker seen in the last minute may take: no worker leasing from
+    this queue declared their task type at a compatible version.
+    """
     @_builtins.property
     def oldest_available_age(self) -> _duration_pb2.Duration:
         """Age of the oldest job that is due but not leased."""
@@ -1317,10 +1368,11 @@ class QueueStats(_message.Message):
         held_by_rate_limit: _builtins.bool = ...,
         held_by_concurrency_limit: _builtins.bool = ...,
         held_by_pause: _builtins.bool = ...,
+        awaiting_compatible_worker: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_available_age", b"oldest_available_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "cancelled", b"cancelled", "dispatch_rate", b"dispatch_rate", "failed", b"failed", "held_by_concurrency_limit", b"held_by_concurrency_limit", "held_by_pause", b"held_by_pause", "held_by_rate_limit", b"held_by_rate_limit", "leased", b"leased", "oldest_available_age", b"oldest_available_age", "scheduled", b"scheduled", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "awaiting_compatible_worker", b"awaiting_compatible_worker", "cancelled", b"cancelled", "dispatch_rate", b"dispatch_rate", "failed", b"failed", "held_by_concurrency_limit", b"held_by_concurrency_limit", "held_by_pause", b"held_by_pause", "held_by_rate_limit", b"held_by_rate_limit", "leased", b"leased", "oldest_available_age", b"oldest_available_age", "scheduled", b"scheduled", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1340,11 +1392,16 @@ class Queue(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     RETENTION_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
+    STRICT_TASK_TYPES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     max_concurrency: _builtins.int
     """Jobs leased at once across all workers; 0 = no cap."""
     paused: _builtins.bool
     max_attempts: _builtins.int
+    strict_task_types: _builtins.bool
+    """Strict: every job must name a registered task type version (JobSpec.task_version), so
+    every payload is checked against its contract.
+    """
     @_builtins.property
     def rate_limit(self) -> Global___RateLimit:
         """Unset or rate 0: no limit."""
@@ -1378,10 +1435,11 @@ class Queue(_message.Message):
         max_attempts: _builtins.int = ...,
         retention: Global___RetentionPolicy | None = ...,
         stats: Global___QueueStats | None = ...,
+        strict_task_types: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "per_key_rate_limit", b"per_key_rate_limit", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "per_key_rate_limit", b"per_key_rate_limit", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "per_key_rate_limit", b"per_key_rate_limit", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats", "strict_task_types", b"strict_task_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1474,3 +1532,138 @@ class UpdateQueueRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateQueueRequest: _TypeAlias = UpdateQueueRequest  # noqa: Y015
+
+@_typing.final
+class TaskType(_message.Message):
+    """-- task contracts ----------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    DESCRIPTORS_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    message_type: _builtins.str
+    """Full name of the payload message, e.g. "acme.email.v1.SendEmail"."""
+    @_builtins.property
+    def descriptors(self) -> _descriptor_pb2.FileDescriptorSet:
+        """The message's file and every file it imports."""
+
+    @_builtins.property
+    def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        message_type: _builtins.str = ...,
+        descriptors: _descriptor_pb2.FileDescriptorSet | None = ...,
+        registered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["descriptors", b"descriptors", "registered_at", b"registered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptors", b"descriptors", "message_type", b"message_type", "name", b"name", "registered_at", b"registered_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskType: _TypeAlias = TaskType  # noqa: Y015
+
+@_typing.final
+class RegisterTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    DESCRIPTORS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    message_type: _builtins.str
+    @_builtins.property
+    def descriptors(self) -> _descriptor_pb2.FileDescriptorSet: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        message_type: _builtins.str = ...,
+        descriptors: _descriptor_pb2.FileDescriptorSet | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["descriptors", b"descriptors"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptors", b"descriptors", "message_type", b"message_type", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterTaskTypeRequest: _TypeAlias = RegisterTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class GetTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    """Empty: the highest registered version."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskTypeRequest: _TypeAlias = GetTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class ListTaskTypesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskTypesRequest: _TypeAlias = ListTaskTypesRequest  # noqa: Y015
+
+@_typing.final
+class ListTaskTypesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def task_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskType]: ...
+    def __init__(
+        self,
+        *,
+        task_types: _abc.Iterable[Global___TaskType] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "task_types", b"task_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskTypesResponse: _TypeAlias = ListTaskTypesResponse  # noqa: Y015

@@ -148,6 +148,21 @@ class CoordinatorServiceStub:
                 request_serializer=conveyor_dot_v1_dot_coordinator__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_coordinator__pb2.Queue.FromString,
                 _registered_method=True)
+        self.RegisterTaskType = channel.unary_unary(
+                '/conveyor.v1.CoordinatorService/RegisterTaskType',
+                request_serializer=conveyor_dot_v1_dot_coordinator__pb2.RegisterTaskTypeRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_coordinator__pb2.TaskType.FromString,
+                _registered_method=True)
+        self.GetTaskType = channel.unary_unary(
+                '/conveyor.v1.CoordinatorService/GetTaskType',
+                request_serializer=conveyor_dot_v1_dot_coordinator__pb2.GetTaskTypeRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_coordinator__pb2.TaskType.FromString,
+                _registered_method=True)
+        self.ListTaskTypes = channel.unary_unary(
+                '/conveyor.v1.CoordinatorService/ListTaskTypes',
+                request_serializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -304,6 +319,29 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterTaskType(self, request, context):
+        """RegisterTaskType stores one version of a task contract with the descriptors of its
+        message. Registering the same version again with the same message is harmless; with a
+        different one it is ALREADY_EXISTS (a published version never changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskType(self, request, context):
+        """GetTaskType returns one registered version (the highest when version is empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskTypes(self, request, context):
+        """ListTaskTypes pages through every registered version, by name then version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -416,6 +454,21 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.UpdateQueue,
                     request_deserializer=conveyor_dot_v1_dot_coordinator__pb2.UpdateQueueRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_coordinator__pb2.Queue.SerializeToString,
+            ),
+            'RegisterTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterTaskType,
+                    request_deserializer=conveyor_dot_v1_dot_coordinator__pb2.RegisterTaskTypeRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_coordinator__pb2.TaskType.SerializeToString,
+            ),
+            'GetTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskType,
+                    request_deserializer=conveyor_dot_v1_dot_coordinator__pb2.GetTaskTypeRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_coordinator__pb2.TaskType.SerializeToString,
+            ),
+            'ListTaskTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskTypes,
+                    request_deserializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1015,6 +1068,87 @@ class CoordinatorService:
             '/conveyor.v1.CoordinatorService/UpdateQueue',
             conveyor_dot_v1_dot_coordinator__pb2.UpdateQueueRequest.SerializeToString,
             conveyor_dot_v1_dot_coordinator__pb2.Queue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.CoordinatorService/RegisterTaskType',
+            conveyor_dot_v1_dot_coordinator__pb2.RegisterTaskTypeRequest.SerializeToString,
+            conveyor_dot_v1_dot_coordinator__pb2.TaskType.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.CoordinatorService/GetTaskType',
+            conveyor_dot_v1_dot_coordinator__pb2.GetTaskTypeRequest.SerializeToString,
+            conveyor_dot_v1_dot_coordinator__pb2.TaskType.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.CoordinatorService/ListTaskTypes',
+            conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesRequest.SerializeToString,
+            conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

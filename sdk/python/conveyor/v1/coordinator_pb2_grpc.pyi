@@ -75,6 +75,15 @@ class CoordinatorServiceStub:
     ListQueues: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListQueuesRequest, _coordinator_pb2.ListQueuesResponse]
     UpdateQueue: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.UpdateQueueRequest, _coordinator_pb2.Queue]
     """UpdateQueue sets limits, pause, defaults and retention (fields named in update_mask)."""
+    RegisterTaskType: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RegisterTaskTypeRequest, _coordinator_pb2.TaskType]
+    """RegisterTaskType stores one version of a task contract with the descriptors of its
+    message. Registering the same version again with the same message is harmless; with a
+    different one it is ALREADY_EXISTS (a published version never changes).
+    """
+    GetTaskType: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetTaskTypeRequest, _coordinator_pb2.TaskType]
+    """GetTaskType returns one registered version (the highest when version is empty)."""
+    ListTaskTypes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListTaskTypesRequest, _coordinator_pb2.ListTaskTypesResponse]
+    """ListTaskTypes pages through every registered version, by name then version."""
 
 @_typing.type_check_only
 class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
@@ -122,6 +131,15 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     ListQueues: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListQueuesRequest, _coordinator_pb2.ListQueuesResponse]  # type: ignore[assignment]
     UpdateQueue: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.UpdateQueueRequest, _coordinator_pb2.Queue]  # type: ignore[assignment]
     """UpdateQueue sets limits, pause, defaults and retention (fields named in update_mask)."""
+    RegisterTaskType: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RegisterTaskTypeRequest, _coordinator_pb2.TaskType]  # type: ignore[assignment]
+    """RegisterTaskType stores one version of a task contract with the descriptors of its
+    message. Registering the same version again with the same message is harmless; with a
+    different one it is ALREADY_EXISTS (a published version never changes).
+    """
+    GetTaskType: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetTaskTypeRequest, _coordinator_pb2.TaskType]  # type: ignore[assignment]
+    """GetTaskType returns one registered version (the highest when version is empty)."""
+    ListTaskTypes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListTaskTypesRequest, _coordinator_pb2.ListTaskTypesResponse]  # type: ignore[assignment]
+    """ListTaskTypes pages through every registered version, by name then version."""
 
 class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """CoordinatorService holds jobs, hands each one to one worker at a time, fences
@@ -298,5 +316,32 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.Queue, _abc.Awaitable[_coordinator_pb2.Queue]]:
         """UpdateQueue sets limits, pause, defaults and retention (fields named in update_mask)."""
+
+    @_abc_1.abstractmethod
+    def RegisterTaskType(
+        self,
+        request: _coordinator_pb2.RegisterTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.TaskType, _abc.Awaitable[_coordinator_pb2.TaskType]]:
+        """RegisterTaskType stores one version of a task contract with the descriptors of its
+        message. Registering the same version again with the same message is harmless; with a
+        different one it is ALREADY_EXISTS (a published version never changes).
+        """
+
+    @_abc_1.abstractmethod
+    def GetTaskType(
+        self,
+        request: _coordinator_pb2.GetTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.TaskType, _abc.Awaitable[_coordinator_pb2.TaskType]]:
+        """GetTaskType returns one registered version (the highest when version is empty)."""
+
+    @_abc_1.abstractmethod
+    def ListTaskTypes(
+        self,
+        request: _coordinator_pb2.ListTaskTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ListTaskTypesResponse, _abc.Awaitable[_coordinator_pb2.ListTaskTypesResponse]]:
+        """ListTaskTypes pages through every registered version, by name then version."""
 
 def add_CoordinatorServiceServicer_to_server(servicer: CoordinatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
