@@ -22,6 +22,7 @@ from conveyor_server.core.jobs import JobService, JobServiceConfig
 from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
 from conveyor_server.core.queues import QueueService
 from conveyor_server.core.schedule_service import ScheduleService
+from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.logs import configure_logging
 from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.pruner import Pruner
@@ -61,6 +62,7 @@ class Coordinator:
         await store.open()
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
         wakeups = QueueWakeups()
+        task_types = TaskTypeService(store, clock)
         jobs = JobService(
             store,
             clock,
@@ -69,6 +71,7 @@ class Coordinator:
             finished=JobFinished(),
             scheduled_alarm=scheduled_alarm,
             expiry_alarm=expiry_alarm,
+            task_types=task_types,
         )
         server = grpc.aio.server(
             options=[
@@ -83,7 +86,11 @@ class Coordinator:
         schedules = ScheduleService(store, clock, cron_alarm)
         rpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
-                jobs, queues, schedules, Limits(max_payload_bytes=config.max_payload_bytes)
+                jobs,
+                queues,
+                schedules,
+                task_types,
+                Limits(max_payload_bytes=config.max_payload_bytes),
             ),
             server,
         )

@@ -4,9 +4,11 @@ inside they are integer microseconds."""
 from __future__ import annotations
 
 from conveyor.v1 import coordinator_pb2 as pb
+from google.protobuf import descriptor_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
     Attempt,
     EnqueueResult,
@@ -104,6 +106,7 @@ def job(item: Job) -> pb.Job:
         depth=item.depth,
         cancel_requested=item.cancel_requested,
         throttle_key=item.throttle_key or "",
+        task_version=item.task_version,
     )
     if item.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(item.finished_at))
@@ -126,6 +129,7 @@ def leased_job(item: LeasedJob) -> pb.LeasedJob:
         checkpoint=item.checkpoint or b"",
         created_at=timestamp(item.created_at),
         parent_job_id=item.parent_job_id or "",
+        task_version=item.task_version,
     )
 
 
@@ -221,10 +225,22 @@ def queue(item: Queue) -> pb.Queue:
             held_by_rate_limit=stats.held_by_rate_limit,
             held_by_concurrency_limit=stats.held_by_concurrency_limit,
             held_by_pause=stats.held_by_pause,
+            awaiting_compatible_worker=stats.awaiting_compatible_worker,
         ),
+        strict_task_types=config.strict_task_types,
     )
     if defaults.lease_duration is not None:
         message.lease_duration.CopyFrom(duration(defaults.lease_duration))
     if stats.oldest_available_age is not None:
         message.stats.oldest_available_age.CopyFrom(duration(stats.oldest_available_age))
     return message
+
+
+def task_type(item: TaskType) -> pb.TaskType:
+    return pb.TaskType(
+        name=item.name,
+        version=str(item.version),
+        message_type=item.message_type,
+        descriptors=descriptor_pb2.FileDescriptorSet.FromString(item.descriptors),
+        registered_at=timestamp(item.registered_at),
+    )

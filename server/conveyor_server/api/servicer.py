@@ -20,6 +20,7 @@ from conveyor_server.core.jobs import JobService
 from conveyor_server.core.model import HeartbeatParams, ReceiptParams
 from conveyor_server.core.queues import QueueService
 from conveyor_server.core.schedule_service import ScheduleService
+from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.errors import ConveyorError
 
 log = structlog.get_logger("conveyor.api")
@@ -60,9 +61,11 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         jobs: JobService,
         queues: QueueService,
         schedules: ScheduleService,
+        task_types: TaskTypeService,
         limits: validation.Limits,
     ) -> None:
         self._jobs = jobs
+        self._task_types = task_types
         self._queues = queues
         self._schedules = schedules
         self._limits = limits
@@ -88,7 +91,11 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     ) -> pb.LeaseResponse:
         params = validation.lease(request)
         leased = await self._jobs.lease(
-            params.worker_id, params.queues, params.max_jobs, params.wait_seconds
+            params.worker_id,
+            params.queues,
+            params.max_jobs,
+            params.wait_seconds,
+            task_types=params.task_types,
         )
         return pb.LeaseResponse(jobs=[convert.leased_job(job) for job in leased])
 
@@ -265,6 +272,38 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     ) -> pb.Queue:
         name, change = validation.queue_update(request)
         return convert.queue(await self._queues.update(name, change))
+
+    # -- task contracts ----------------------------------------------------------------------
+
+    @_reports_errors
+    async def RegisterTaskType(
+        self, request: pb.RegisterTaskTypeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TaskType:
+        r = validation.register_task_type(request)
+        stored = await self._task_types.register(r.name, r.version, r.message_type, r.descriptors)
+        return convert.task_type(stored)
+
+    @_reports_errors
+    async def GetTaskType(
+        self, request: pb.GetTaskTypeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TaskType:
+        task_name, version = validation.task_type_key(request)
+        return convert.task_type(await self._task_types.get(task_name, version))
+
+    @_reports_errors
+    async def ListTaskTypes(
+        self, request: pb.ListTaskTypesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListTaskTypesResponse:
+        limit = validation.page_size(request.page_size)
+        after = (
+            validation.decode_task_type_token(request.page_token) if request.page_token else None
+        )
+        found = await self._task_types.list(after, limit + 1)
+        reply = pb.ListTaskTypesResponse(task_types=[convert.task_type(t) for t in found[:limit]])
+        if len(found) > limit:
+            last = found[limit - 1]
+            reply.next_page_token = validation.encode_task_type_token(last.name, last.version)
+        return reply
 
 
 T = TypeVar("T")

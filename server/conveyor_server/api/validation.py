@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor_server.api.convert import micros_of_duration, micros_of_timestamp
 from conveyor_server.core.clock import MICROS_PER_SECOND
+from conveyor_server.core.contracts import canonical_descriptors
 from conveyor_server.core.model import (
     DEFAULT_MAX_ATTEMPTS,
     NO_SETTINGS,
@@ -34,6 +35,8 @@ from conveyor_server.core.model import (
     ReceiptParams,
     Retention,
     RetryOverrides,
+    TaskTypeRef,
+    Version,
 )
 from conveyor_server.core.schedules import (
     DEFAULT_CATCH_UP_LIMIT,
@@ -60,6 +63,10 @@ MAX_KEY_LENGTH = 256
 MAX_ERROR_MESSAGE = 16 * 1024
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_TASK_TYPES_PER_LEASE = 1000
+MAX_DESCRIPTORS_BYTES = 4 * 1024 * 1024
+# A protobuf full name: dot-separated identifiers.
+MESSAGE_TYPE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,9 @@ def job_spec(spec: pb.JobSpec, limits: Limits, path: str = "job.") -> JobSpecInp
         idempotency_key=spec.idempotency_key or None,
         parent_job_id=spec.parent_job_id or None,
         throttle_key=spec.throttle_key or None,
+        task_version=(
+            Version.parse(spec.task_version, f"{path}task_version") if spec.task_version else None
+        ),
     )
 
 
@@ -213,6 +223,7 @@ class LeaseInput:
     queues: tuple[str, ...]
     max_jobs: int
     wait_seconds: float
+    task_types: tuple[TaskTypeRef, ...] = ()
 
 
 def lease(request: pb.LeaseRequest) -> LeaseInput:
@@ -231,11 +242,25 @@ def lease(request: pb.LeaseRequest) -> LeaseInput:
     assert wait is not None
     if wait > MAX_LEASE_WAIT:
         raise InvalidArgument("wait must be at most 30 s; call Lease again to keep waiting")
+    if len(request.task_types) > MAX_TASK_TYPES_PER_LEASE:
+        raise InvalidArgument(f"task_types names more than {MAX_TASK_TYPES_PER_LEASE} task types")
+    refs = tuple(
+        dict.fromkeys(
+            TaskTypeRef(
+                name=name(ref.name, f"task_types[{i}].name"),
+                version=(
+                    Version.parse(ref.version, f"task_types[{i}].version") if ref.version else None
+                ),
+            )
+            for i, ref in enumerate(request.task_types)
+        )
+    )
     return LeaseInput(
         worker_id=request.worker_id,
         queues=queues,
         max_jobs=request.max_jobs or 1,
         wait_seconds=wait / MICROS_PER_SECOND,
+        task_types=refs,
     )
 
 
@@ -332,6 +357,7 @@ QUEUE_FIELDS = (
     "lease_duration",
     "max_attempts",
     "retention",
+    "strict_task_types",
 )
 
 
@@ -387,6 +413,7 @@ def queue_update(
         "max_concurrency": message.max_concurrency,
         "paused": message.paused,
         "retention": _retention(message),
+        "strict_task_types": message.strict_task_types,
     }
 
     def change(current: QueueConfig) -> QueueConfig:
@@ -411,6 +438,55 @@ def page_size(value: int) -> int:
     if value < 0:
         raise InvalidArgument("page_size must not be negative")
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+# -- task types ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskTypeRegistration:
+    name: str
+    version: Version
+    message_type: str
+    descriptors: bytes
+
+
+def register_task_type(request: pb.RegisterTaskTypeRequest) -> TaskTypeRegistration:
+    task_name = name(request.name, "name")
+    version = Version.parse(request.version, "version")
+    if not MESSAGE_TYPE_PATTERN.fullmatch(request.message_type):
+        raise InvalidArgument(
+            "message_type must be the full name of a message, package included, such as "
+            f"acme.email.v1.SendEmail, not {request.message_type!r}"
+        )
+    if not request.descriptors.file:
+        raise InvalidArgument(
+            "descriptors is empty: send the message's file and every file it imports "
+            "(protoc --include_imports --descriptor_set_out, or FileDescriptorProto.CopyToProto)"
+        )
+    blob = canonical_descriptors(list(request.descriptors.file))
+    if len(blob) > MAX_DESCRIPTORS_BYTES:
+        raise InvalidArgument(
+            f"descriptors is {len(blob)} bytes; at most {MAX_DESCRIPTORS_BYTES} are accepted"
+        )
+    return TaskTypeRegistration(task_name, version, request.message_type, blob)
+
+
+def task_type_key(request: pb.GetTaskTypeRequest) -> tuple[str, Version | None]:
+    version = Version.parse(request.version, "version") if request.version else None
+    return name(request.name, "name"), version
+
+
+def encode_task_type_token(name_: str, version: Version) -> str:
+    return encode_page_token(f"{name_}@{version}")
+
+
+def decode_task_type_token(token: str) -> tuple[str, Version]:
+    text = decode_page_token(token)
+    task_name, _, version = text.rpartition("@")
+    if not task_name:
+        raise InvalidArgument("page_token is not one that ListTaskTypes returned")
+    return task_name, Version.parse(version, "page_token")
 
 
 # -- schedules -------------------------------------------------------------------------------

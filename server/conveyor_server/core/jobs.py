@@ -29,9 +29,11 @@ from conveyor_server.core.model import (
     NewJob,
     Outcome,
     ReceiptParams,
+    TaskTypeRef,
     TransitionResult,
 )
 from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups, Subscription
+from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.errors import ConveyorError
 from conveyor_server.store.base import Store
 
@@ -62,8 +64,10 @@ class JobService:
         finished: JobFinished,
         scheduled_alarm: DueTimeAlarm,
         expiry_alarm: DueTimeAlarm,
+        task_types: TaskTypeService,
     ) -> None:
         self._store = store
+        self._task_types = task_types
         self._clock = clock
         self._config = config
         self._wakeups = wakeups
@@ -79,6 +83,7 @@ class JobService:
     # -- producers ---------------------------------------------------------------------------
 
     async def enqueue(self, spec: JobSpecInput) -> EnqueueResult:
+        await self._task_types.check_payloads([spec], ["job.payload"])
         [outcome] = await self._store.enqueue(
             [new_job(spec, self._clock.now())], atomic=False, max_depth=self._config.max_depth
         )
@@ -88,6 +93,9 @@ class JobService:
         return outcome
 
     async def enqueue_batch(self, specs: Sequence[JobSpecInput]) -> list[EnqueueResult]:
+        await self._task_types.check_payloads(
+            specs, [f"jobs[{i}].payload" for i in range(len(specs))]
+        )
         outcomes = await self._store.enqueue(
             [new_job(spec, self._clock.now()) for spec in specs],
             atomic=True,
@@ -118,7 +126,13 @@ class JobService:
     # -- workers -----------------------------------------------------------------------------
 
     async def lease(
-        self, worker_id: str, queues: Sequence[str], max_jobs: int, wait_seconds: float
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        max_jobs: int,
+        wait_seconds: float,
+        *,
+        task_types: tuple[TaskTypeRef, ...] = (),
     ) -> list[LeasedJob]:
         """Claims up to max_jobs; long-polls up to wait_seconds for work to become due."""
         loop = asyncio.get_running_loop()
@@ -130,6 +144,7 @@ class JobService:
                     queues=tuple(queues),
                     max_jobs=max_jobs,
                     now=self._clock.now(),
+                    task_types=task_types,
                 )
                 batch = await self._claim(params)
                 leased = batch.jobs
@@ -313,6 +328,7 @@ def new_job(spec: JobSpecInput, now: Micros) -> NewJob:
         parent_job_id=spec.parent_job_id,
         throttle_key=spec.throttle_key,
         created_at=now,
+        task_version=spec.task_version,
     )
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor_server.core.clock import MICROS_PER_SECOND
+from conveyor_server.errors import InvalidArgument
 
 Micros = int
 
@@ -110,6 +112,41 @@ def resolve_settings(job: JobSettings, queue: JobSettings) -> ResolvedSettings:
     )
 
 
+_SEMVER = re.compile(r"(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Version:
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, text: str, field: str) -> Version:
+        match = _SEMVER.fullmatch(text)
+        if match is None:
+            raise InvalidArgument(
+                f"{field} must be a semantic version MAJOR.MINOR.PATCH such as 1.2.0 "
+                f"(no pre-release or build suffix), not {text!r}"
+            )
+        return cls(int(match[1]), int(match[2]), int(match[3]))
+
+    def runs(self, job: Version) -> bool:
+        """May a worker implementing this version run a job of version `job`?"""
+        return self.major == job.major and (self.minor, self.patch) >= (job.minor, job.patch)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTypeRef:
+    """A task type a worker implements; version None: every version of it."""
+
+    name: str
+    version: Version | None
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A validated JobSpec, ready to store; the store resolves its settings against the
@@ -127,6 +164,7 @@ class NewJob:
     parent_job_id: str | None
     throttle_key: str | None
     created_at: Micros
+    task_version: Version | None = None
 
     def initial_state(self) -> JobState:
         return JobState.SCHEDULED if self.run_at > self.created_at else JobState.AVAILABLE
@@ -179,6 +217,7 @@ class Job:
     cancel_requested: bool
     throttle_key: str | None = None
     attempts: tuple[Attempt, ...] = field(default=())
+    task_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +234,7 @@ class LeasedJob:
     checkpoint: bytes | None
     created_at: Micros
     parent_job_id: str | None
+    task_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +243,8 @@ class LeaseParams:
     queues: tuple[str, ...]
     max_jobs: int
     now: Micros
+    # Empty: the worker takes any job.
+    task_types: tuple[TaskTypeRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +341,7 @@ class JobSpecInput:
     idempotency_key: str | None
     parent_job_id: str | None
     throttle_key: str | None = None
+    task_version: Version | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +378,8 @@ class QueueConfig:
     max_concurrency: int = 0  # 0: no cap
     defaults: JobSettings = NO_SETTINGS
     retention: Retention = Retention()
+    # Every job must name a registered task type version.
+    strict_task_types: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +390,7 @@ class QueueStats:
     held_by_rate_limit: bool
     held_by_concurrency_limit: bool
     held_by_pause: bool
+    awaiting_compatible_worker: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from random import Random
 from typing import Protocol
 
+from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
     DueTimes,
     EnqueueResult,
@@ -25,6 +26,7 @@ from conveyor_server.core.model import (
     ReceiptParams,
     Transition,
     TransitionResult,
+    Version,
 )
 from conveyor_server.core.schedules import Schedule
 from conveyor_server.errors import ConveyorError
@@ -113,6 +115,21 @@ class Store(Protocol):
     ) -> Queue:
         """Creates the queue if needed and applies `change` to its settings atomically."""
         ...
+
+    async def register_task_type(self, task_type: TaskType) -> TaskType:
+        """Stores a version once; the same again returns the stored one; different
+        descriptors under a stored version raise AlreadyExists."""
+        ...
+
+    async def get_task_type(self, name: str, version: Version | None) -> TaskType:
+        """One version (the highest when version is None); NotFound otherwise."""
+        ...
+
+    async def find_task_type(self, name: str, version: Version) -> TaskType | None: ...
+
+    async def list_task_types(
+        self, after: tuple[str, Version] | None, limit: int
+    ) -> list[TaskType]: ...
 
     async def create_schedule(self, schedule: Schedule, now: Micros) -> Schedule: ...
 

@@ -121,7 +121,11 @@ def insert_ignoring_duplicate_keys(dialect: Dialect) -> Prepared:
 
 
 def dispatch_candidates(
-    dialect: Dialect, queue: str, limit: int, skip_keys: Sequence[str] = ()
+    dialect: Dialect,
+    queue: str,
+    limit: int,
+    skip_keys: Sequence[str] = (),
+    runnable: sa.ColumnElement[bool] | None = None,
 ) -> sa.Select[Any]:
     """The next due jobs of one queue in dispatch order. One query per queue keeps each on
     the ix_jobs_dispatch index instead of sorting every available job of all queues."""
@@ -131,6 +135,8 @@ def dispatch_candidates(
         .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
         .limit(limit)
     )
+    if runnable is not None:
+        query = query.where(runnable)
     if skip_keys:
         query = query.where(
             sa.or_(jobs.c.throttle_key.is_(None), jobs.c.throttle_key.not_in(skip_keys))

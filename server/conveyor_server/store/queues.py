@@ -26,6 +26,7 @@ from conveyor_server.core.model import (
     Retention,
     RetryOverrides,
 )
+from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects
 from conveyor_server.store.prepared import Prepared
 from conveyor_server.store.schema import jobs, queues, throttle_buckets
@@ -41,6 +42,7 @@ _NEW_QUEUE_DEFAULTS = {
     "window_start": 0,
     "window_count": 0,
     "previous_window_count": 0,
+    "strict_task_types": False,
 }
 
 _RECORD_DISPATCH = Prepared(
@@ -69,19 +71,19 @@ def queue_rows(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
 
 
 class JobDefaults:
-    """Each queue's defaults for new jobs, remembered for a second so that enqueues do not
-    read the queues table every time; UpdateQueue in this process forgets at once, and
-    another coordinator's change is seen within the second."""
+    """Each queue's settings for new jobs (defaults, strictness), remembered for a second so
+    that enqueues do not read the queues table every time; UpdateQueue in this process
+    forgets at once, and another coordinator's change is seen within the second."""
 
     TTL_SECONDS = 1.0
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[float, JobSettings]] = {}
+        self._known: dict[str, tuple[float, QueueConfig]] = {}
 
     def forget(self, name: str) -> None:
         self._known.pop(name, None)
 
-    def get(self, conn: Connection, names: set[str], now: Micros) -> dict[str, JobSettings]:
+    def get(self, conn: Connection, names: set[str], now: Micros) -> dict[str, QueueConfig]:
         clock = time.monotonic()
         found = {n: v[1] for n in names if (v := self._known.get(n)) and v[0] > clock}
         missing = names - found.keys()
@@ -91,7 +93,7 @@ class JobDefaults:
                 ensure_queues(conn, missing - rows.keys(), now)
                 rows.update(queue_rows(conn, list(missing - rows.keys())))
             for name, row in rows.items():
-                found[name] = queue_config(row).defaults
+                found[name] = queue_config(row)
                 self._known[name] = (clock + self.TTL_SECONDS, found[name])
         return found
 
@@ -124,6 +126,7 @@ def queue_config(row: Any) -> QueueConfig:
             failed=row.retain_failed,
             cancelled=row.retain_cancelled,
         ),
+        strict_task_types=bool(row.strict_task_types),
     )
 
 
@@ -146,6 +149,7 @@ def queue_values(config: QueueConfig) -> dict[str, Any]:
         "retain_succeeded": config.retention.succeeded,
         "retain_failed": config.retention.failed,
         "retain_cancelled": config.retention.cancelled,
+        "strict_task_types": config.strict_task_types,
     }
 
 
@@ -158,6 +162,8 @@ class _QueuePlan:
 
     name: str
     row: Any
+    # Only jobs the leasing worker implements (None: any job).
+    runnable: sa.ColumnElement[bool] | None = None
     queue_tokens: float | None = None
     key_tokens: dict[str, float] = field(default_factory=dict)
     candidates: list[tuple[int, int, str, tuple[str, str | None]]] = field(default_factory=list)
@@ -179,11 +185,12 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
     plans: list[_QueuePlan] = []
     retry_ats: list[Micros] = []
     rate_blocked: set[str] = set()
+    runnable = contracts_sql.runnable_by(params.task_types) if params.task_types else None
     for name in params.queues:
         row = rows.get(name)
         if row is None or row.paused:
             continue
-        plan = _QueuePlan(name=name, row=row)
+        plan = _QueuePlan(name=name, row=row, runnable=runnable)
         allowance = _allowance(conn, plan, params, retry_ats)
         if plan.queue_tokens is not None and throttle.whole_tokens(plan.queue_tokens) < 1:
             rate_blocked.add(name)
@@ -242,7 +249,9 @@ def _pick_candidates(
 ) -> None:
     key_limit = _limit(plan.row.key_rate, plan.row.key_burst)
     if key_limit is None:
-        result = conn.execute(dialects.dispatch_candidates(conn.dialect, plan.name, allowance))
+        result = conn.execute(
+            dialects.dispatch_candidates(conn.dialect, plan.name, allowance, runnable=plan.runnable)
+        )
         plan.candidates = [(-r.priority, r.run_at, r.id, (plan.name, None)) for r in result]
         return
     buckets = conn.execute(
@@ -262,7 +271,11 @@ def _pick_candidates(
     scan = min(allowance * _KEYED_SCAN_FACTOR, 1000)
     result = conn.execute(
         dialects.dispatch_candidates(
-            conn.dialect, plan.name, scan, skip_keys=exhausted[:_MAX_EXCLUDED_KEYS]
+            conn.dialect,
+            plan.name,
+            scan,
+            skip_keys=exhausted[:_MAX_EXCLUDED_KEYS],
+            runnable=plan.runnable,
         )
     )
     taken: Counter[str] = Counter()
@@ -369,4 +382,7 @@ def queue_stats(conn: Connection, row: Any, now: Micros) -> QueueStats:
         held_by_rate_limit=rate_held,
         held_by_concurrency_limit=cap_held,
         held_by_pause=available and config.paused,
+        awaiting_compatible_worker=(
+            contracts_sql.awaiting_compatible_worker(conn, row.name, now) if available else 0
+        ),
     )

@@ -22,6 +22,7 @@ from conveyor_server.core.model import (
     ResolvedSettings,
     RetryPolicy,
     TransitionResult,
+    Version,
 )
 from conveyor_server.errors import AlreadyExists, ConveyorError, LeaseLost, NotFound
 
@@ -63,7 +64,19 @@ def job_row(job: NewJob, depth: int, settings: ResolvedSettings) -> dict[str, An
         "cancel_requested": False,
         "created_at": job.created_at,
         "throttle_key": job.throttle_key,
+        **_version_columns(job.task_version),
         **_UNSET_AT_ENQUEUE,
+    }
+
+
+def _version_columns(version: Version | None) -> dict[str, Any]:
+    if version is None:
+        return dict.fromkeys(["task_version", "version_major", "version_minor", "version_patch"])
+    return {
+        "task_version": str(version),
+        "version_major": version.major,
+        "version_minor": version.minor,
+        "version_patch": version.patch,
     }
 
 
@@ -274,6 +287,7 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
         leased_by=row.leased_by,
         cancel_requested=bool(row.cancel_requested),
         throttle_key=row.throttle_key,
+        task_version=row.task_version or "",
         attempts=attempts,
     )
 
@@ -292,4 +306,5 @@ def leased_job(row: sa.Row[Any]) -> LeasedJob:
         checkpoint=row.checkpoint,
         created_at=row.created_at,
         parent_job_id=row.parent_job_id,
+        task_version=row.task_version or "",
     )

@@ -48,6 +48,11 @@ jobs = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("finished_at", sa.BigInteger),
     sa.Column("throttle_key", sa.String(256)),
+    # The task contract version the payload follows, also split up for routing by version.
+    sa.Column("task_version", sa.String(32)),
+    sa.Column("version_major", sa.Integer),
+    sa.Column("version_minor", sa.Integer),
+    sa.Column("version_patch", sa.Integer),
 )
 
 # Dispatch order: priority first, then due time, then creation (ids sort by creation).
@@ -142,6 +147,7 @@ queues = sa.Table(
     sa.Column("window_count", sa.Integer, nullable=False),
     sa.Column("previous_window_count", sa.Integer, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("strict_task_types", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # One token bucket per (queue, throttle_key); a missing row is a full bucket.
@@ -182,3 +188,33 @@ schedule_fires = sa.Table(
     sa.Column("job_id", sa.String(32)),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+# Registered task contract versions; a registration never changes.
+task_types = sa.Table(
+    "task_types",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("major", sa.Integer, primary_key=True),
+    sa.Column("minor", sa.Integer, primary_key=True),
+    sa.Column("patch", sa.Integer, primary_key=True),
+    sa.Column("message_type", sa.String(512), nullable=False),
+    # A serialized FileDescriptorSet (canonical: files sorted by name, deterministic).
+    sa.Column("descriptors", sa.LargeBinary, nullable=False),
+    sa.Column("registered_at", sa.BigInteger, nullable=False),
+)
+
+# What each worker said it implements when it last leased from a queue, so that queue stats
+# can count jobs no live worker may take. task_type "*": any job. major -1 (and no minor,
+# patch): every version of the type; else the highest minor.patch declared in that major.
+worker_task_types = sa.Table(
+    "worker_task_types",
+    metadata,
+    sa.Column("worker_id", sa.String(200), primary_key=True),
+    sa.Column("queue", sa.String(128), primary_key=True),
+    sa.Column("task_type", sa.String(128), primary_key=True),
+    sa.Column("major", sa.Integer, primary_key=True),
+    sa.Column("minor", sa.Integer),
+    sa.Column("patch", sa.Integer),
+    sa.Column("seen_at", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_worker_task_types_queue", worker_task_types.c.queue, worker_task_types.c.seen_at)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
 
+from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
     DueTimes,
     EnqueueResult,
@@ -37,15 +38,18 @@ from conveyor_server.core.model import (
     QueueConfig,
     ReceiptParams,
     TransitionResult,
+    Version,
     resolve_settings,
 )
 from conveyor_server.core.schedules import OverlapPolicy, Schedule
 from conveyor_server.errors import (
     ConveyorError,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     Unavailable,
 )
+from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
@@ -187,6 +191,7 @@ class SqlStore:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._job_defaults = queues_sql.JobDefaults()
+        self._declarations = contracts_sql.WorkerDeclarations()
         self._current_sync = sqlite_synchronous.upper()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -355,9 +360,10 @@ class SqlStore:
         self, conn: Connection, new_jobs: Sequence[NewJob], max_depth: int
     ) -> list[EnqueueResult | ConveyorError]:
         depths = self._child_depths(conn, new_jobs, max_depth)
-        defaults = self._job_defaults.get(conn, {j.queue for j in new_jobs}, new_jobs[0].created_at)
+        configs = self._job_defaults.get(conn, {j.queue for j in new_jobs}, new_jobs[0].created_at)
+        depths = self._refuse_unregistered(conn, new_jobs, configs, depths)
         rows = [
-            job_row(job, depth, resolve_settings(job.settings, defaults[job.queue]))
+            job_row(job, depth, resolve_settings(job.settings, configs[job.queue].defaults))
             for job, depth in zip(new_jobs, depths, strict=True)
             if not isinstance(depth, ConveyorError)
         ]
@@ -378,6 +384,45 @@ class SqlStore:
             else:
                 outcomes.append(fresh_result(job))
         return outcomes
+
+    def _refuse_unregistered(
+        self,
+        conn: Connection,
+        new_jobs: Sequence[NewJob],
+        configs: dict[str, QueueConfig],
+        depths: list[int | ConveyorError],
+    ) -> list[int | ConveyorError]:
+        """In a strict queue every job names a registered task type version."""
+        strict = [configs[j.queue].strict_task_types for j in new_jobs]
+        if not any(strict):
+            return depths
+        wanted = {
+            (j.task_type, j.task_version)
+            for j, s in zip(new_jobs, strict, strict=True)
+            if s and j.task_version is not None
+        }
+        known = contracts_sql.registered(conn, wanted)
+        checked: list[int | ConveyorError] = []
+        for job, is_strict, depth in zip(new_jobs, strict, depths, strict=True):
+            if not is_strict or isinstance(depth, ConveyorError):
+                checked.append(depth)
+            elif job.task_version is None:
+                checked.append(
+                    InvalidArgument(
+                        f"job.task_version is required: queue {job.queue!r} is strict, so "
+                        "every job names a registered task type version"
+                    )
+                )
+            elif (job.task_type, job.task_version) not in known:
+                checked.append(
+                    FailedPrecondition(
+                        f"task type {job.task_type} {job.task_version} is not registered and "
+                        f"queue {job.queue!r} is strict: RegisterTaskType first"
+                    )
+                )
+            else:
+                checked.append(depth)
+        return checked
 
     def _child_depths(
         self, conn: Connection, new_jobs: Sequence[NewJob], max_depth: int
@@ -433,6 +478,7 @@ class SqlStore:
         return result
 
     def _claim(self, conn: Connection, params: LeaseParams) -> LeaseBatch:
+        self._declarations.record(conn, params)
         plan = queues_sql.plan_dispatch(conn, params)
         chosen = plan.chosen
         if not chosen:
@@ -702,6 +748,23 @@ class SqlStore:
 
         result: Queue = await self._write(run)
         return result
+
+    # -- task contracts ----------------------------------------------------------------------
+
+    async def register_task_type(self, task_type: TaskType) -> TaskType:
+        result: TaskType = await self._write(lambda conn: contracts_sql.register(conn, task_type))
+        return result
+
+    async def get_task_type(self, name: str, version: Version | None) -> TaskType:
+        return await self._read(lambda conn: contracts_sql.load(conn, name, version))
+
+    async def find_task_type(self, name: str, version: Version) -> TaskType | None:
+        return await self._read(lambda conn: contracts_sql.find(conn, name, version))
+
+    async def list_task_types(
+        self, after: tuple[str, Version] | None, limit: int
+    ) -> list[TaskType]:
+        return await self._read(lambda conn: contracts_sql.page(conn, after, limit))
 
     # -- schedules ---------------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+// The worker's heartbeat loop: extends the leases of running jobs a third of the way through
+// each lease, in one HeartbeatBatch for every job due at about the same time, carrying only
+// the newest unsent checkpoint of each. Replies saying a job was cancelled, or that its lease
+// is gone, are handed back to the worker.
+
+import grpc from '@grpc/grpc-js';
+
+import { codeName } from './errors.js';
+import { unary } from './proto.js';
+import { Wakeup } from './wakeup.js';
+
+// A job whose heartbeat falls due within this fraction of its interval goes along with the
+// batch being sent now (early is harmless; it saves a call).
+const EARLY_FRACTION = 0.25;
+// After a failed HeartbeatBatch call, try again this soon (leases last at least 1 s).
+const RETRY_AFTER_FAILURE_MS = 250;
+const MAX_SLEEP_MS = 1_000;
+const MAX_BATCH = 500;
+const CALL_TIMEOUT_MS = 10_000;
+
+/** @typedef {import('./running.js').RunningJob} RunningJob */
+
+export class Heartbeats {
+  #wakeup = new Wakeup();
+  #sleepingUntil = 0;
+  #stopped = false;
+
+  /**
+   * @param {Record<string, Function>} stub
+   * @param {Map<string, RunningJob>} running by lease token
+   * @param {object} handlers
+   * @param {(running: RunningJob) => void} handlers.onCancelRequested
+   * @param {(running: RunningJob, message: string) => void} handlers.onLeaseLost
+   * @param {import('./receipts.js').Logger} handlers.logger
+   */
+  constructor(stub, running, { onCancelRequested, onLeaseLost, logger }) {
+    this.stub = stub;
+    this.running = running;
+    this.onCancelRequested = onCancelRequested;
+    this.onLeaseLost = onLeaseLost;
+    this.logger = logger;
+  }
+
+  /** Call after adding a job to `running`: wakes the loop if it sleeps past its due time. */
+  tracked(/** @type {RunningJob} */ running) {
+    if (running.nextHeartbeat < this.#sleepingUntil) this.#wakeup.set();
+  }
+
+  /** Ends `run` after the call in flight, if any. */
+  stop() {
+    this.#stopped = true;
+    this.#wakeup.set();
+  }
+
+  async run() {
+    while (!this.#stopped) {
+      const due = this.#due(performance.now());
+      for (let start = 0; start < due.length && !this.#stopped; start += MAX_BATCH) {
+        await this.#send(due.slice(start, start + MAX_BATCH));
+      }
+      await this.#sleepUntilNext();
+    }
+  }
+
+  /** @param {number} now */
+  #due(now) {
+    return [...this.running.values()].filter(
+      (r) => r.nextHeartbeat - now <= r.intervalMs * EARLY_FRACTION,
+    );
+  }
+
+  async #sleepUntilNext() {
+    const now = performance.now();
+    let upcoming = now + MAX_SLEEP_MS;
+    for (const r of this.running.values()) upcoming = Math.min(upcoming, r.nextHeartbeat);
+    this.#sleepingUntil = upcoming;
+    this.#wakeup.clear();
+    if (this.#stopped) return;
+    await this.#wakeup.wait(upcoming - now);
+    this.#sleepingUntil = 0;
+  }
+
+  /** @param {RunningJob[]} due */
+  async #send(due) {
+    const requests = due.map((r) => this.#request(r));
+    let reply;
+    try {
+      reply = await unary(
+        this.stub,
+        'HeartbeatBatch',
+        { heartbeats: requests },
+        { timeoutMs: CALL_TIMEOUT_MS },
+      );
+    } catch (/** @type {any} */ error) {
+      this.logger.warn(`heartbeats failed (${codeName(error.code)}: ${error.details}); retrying`);
+      this.#failed(due, requests);
+      return;
+    }
+    due.forEach((running, i) => {
+      const result = reply.results[i];
+      if (this.running.get(running.job.leaseToken) !== running) {
+        return; // it finished while the call was in flight: its receipt decides
+      }
+      if (result.code === grpc.status.OK) {
+        if (result.response?.cancelRequested && running.stopReason === null) {
+          this.onCancelRequested(running);
+        }
+      } else if (
+        result.code === grpc.status.FAILED_PRECONDITION ||
+        result.code === grpc.status.NOT_FOUND
+      ) {
+        this.onLeaseLost(running, result.message);
+      } else {
+        this.logger.warn(
+          `heartbeat for job ${running.job.jobId} refused (${codeName(result.code)}): ` +
+            result.message,
+        );
+        this.#failed([running], [requests[i]]);
+      }
+    });
+  }
+
+  /** @param {RunningJob} running */
+  #request(running) {
+    running.nextHeartbeat = performance.now() + running.intervalMs;
+    /** @type {{jobId: string, leaseToken: string, checkpoint?: Buffer}} */
+    const request = { jobId: running.job.jobId, leaseToken: running.job.leaseToken };
+    const checkpoint = running.context._takeUnsentCheckpoint();
+    if (checkpoint !== null) request.checkpoint = checkpoint;
+    return request;
+  }
+
+  /**
+   * @param {RunningJob[]} due
+   * @param {{checkpoint?: Buffer}[]} requests
+   */
+  #failed(due, requests) {
+    const retryAt = performance.now() + RETRY_AFTER_FAILURE_MS;
+    due.forEach((running, i) => {
+      running.nextHeartbeat = Math.min(running.nextHeartbeat, retryAt);
+      const { checkpoint } = requests[i];
+      if (checkpoint !== undefined) running.context._unsentAgain(checkpoint);
+    });
+  }
+}

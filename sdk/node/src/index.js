@@ -1,0 +1,8 @@
+// @conveyor/sdk: a worker and a client for the Conveyor job coordinator.
+
+export { Client } from './client.js';
+export { JobContext, NonRetryableError, Retry } from './context.js';
+export { codeName, ConveyorError } from './errors.js';
+export { DEFAULT_PROTO_PATH } from './proto.js';
+export { JobStoppedError, StopReason } from './running.js';
+export { Worker } from './worker.js';

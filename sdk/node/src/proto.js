@@ -1,0 +1,113 @@
+// Loads the wire contract at runtime from the repository's protos/ (nothing is generated or
+// copied), and converts between the SDK's milliseconds and protobuf Durations/Timestamps.
+
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+
+/** The repository's protos/ directory, seen from sdk/node/src/. */
+export const DEFAULT_PROTO_PATH = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../protos',
+);
+export const DEFAULT_ADDRESS = '127.0.0.1:7345';
+const PROTO_FILE = 'conveyor/v1/coordinator.proto';
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+const LOADER_OPTIONS = {
+  // Fields arrive camelCased (jobId, leaseToken), enums as their names (JOB_STATE_SUCCEEDED),
+  // bytes as Buffers and absent scalars as their defaults, so callers never see undefined.
+  longs: Number,
+  enums: String,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+};
+
+/** @type {Map<string, grpc.ServiceClientConstructor>} */
+const loaded = new Map();
+
+/**
+ * The CoordinatorService client constructor, loaded once per proto directory.
+ * @param {string} [protoPath] a directory holding conveyor/v1/coordinator.proto
+ * @returns {grpc.ServiceClientConstructor}
+ */
+export function coordinatorService(protoPath = DEFAULT_PROTO_PATH) {
+  let service = loaded.get(protoPath);
+  if (!service) {
+    const definition = protoLoader.loadSync(PROTO_FILE, {
+      ...LOADER_OPTIONS,
+      includeDirs: [protoPath],
+    });
+    const pkg = /** @type {any} */ (grpc.loadPackageDefinition(definition));
+    service = /** @type {grpc.ServiceClientConstructor} */ (pkg.conveyor.v1.CoordinatorService);
+    loaded.set(protoPath, service);
+  }
+  return service;
+}
+
+/**
+ * A CoordinatorService stub on an insecure channel (or `credentials`, for TLS).
+ * @param {string} address host:port
+ * @param {{protoPath?: string, credentials?: grpc.ChannelCredentials}} [options]
+ * @returns {grpc.Client & Record<string, Function>}
+ */
+export function openStub(address, { protoPath, credentials } = {}) {
+  const Service = coordinatorService(protoPath);
+  return /** @type {any} */ (
+    new Service(address, credentials ?? grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    })
+  );
+}
+
+/**
+ * @param {number} ms
+ * @returns {{seconds: number, nanos: number}} a google.protobuf.Duration
+ */
+export function durationOf(ms) {
+  if (!(ms >= 0)) throw new RangeError(`a duration must be a non-negative number of ms, got ${ms}`);
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
+}
+
+/**
+ * @param {{seconds?: number, nanos?: number} | null | undefined} duration
+ * @returns {number | null} milliseconds, or null when the field is unset
+ */
+export function msOf(duration) {
+  if (!duration) return null;
+  return Number(duration.seconds ?? 0) * 1000 + (duration.nanos ?? 0) / 1e6;
+}
+
+/**
+ * @param {Date} date
+ * @returns {{seconds: number, nanos: number}} a google.protobuf.Timestamp
+ */
+export function timestampOf(date) {
+  const ms = date.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: (ms - seconds * 1000) * 1e6 };
+}
+
+/**
+ * Calls a unary method and settles with its reply. `onCall` receives the call object, so the
+ * caller can cancel it (a long-poll cut short by stop()).
+ * @param {Record<string, Function>} stub
+ * @param {string} method
+ * @param {object} request
+ * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void}} [options]
+ * @returns {Promise<any>}
+ */
+export function unary(stub, method, request, { timeoutMs, onCall } = {}) {
+  return new Promise((resolve, reject) => {
+    const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
+    const call = stub[method](request, callOptions, (/** @type {any} */ error, reply) =>
+      error ? reject(error) : resolve(reply),
+    );
+    onCall?.(call);
+  });
+}

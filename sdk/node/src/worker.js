@@ -1,0 +1,470 @@
+// The worker: leases jobs, runs their handlers, heartbeats, reports.
+//
+// Phases, each a small named piece:
+//   lease loop  `#leaseLoop` asks for exactly as many jobs as there are free slots (one
+//               long-poll at a time) and starts each one;
+//   execute     `#execute` runs one handler (under its timeout, if it has one) and turns what
+//               it returned or threw into a receipt;
+//   report      `Receipts` (receipts.js) coalesces receipts into ReceiptBatch calls;
+//   heartbeat   `Heartbeats` (heartbeats.js), a monitored side loop, extends leases a third of
+//               the way through each job's lease and carries the newest checkpoint.
+// Shutdown has two phases: stop leasing and let running jobs finish within `shutdownGraceMs`
+// (still heartbeating them); then abort the rest and hand them back (OUTCOME_RELEASE).
+// Pending receipts are flushed before `run()` resolves.
+//
+// Delivery is at-least-once: a handler may run again for a job whose receipt never arrived.
+
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+
+import { JobContext } from './context.js';
+import { codeName } from './errors.js';
+import { Heartbeats } from './heartbeats.js';
+import {
+  CANCELLED_ERROR_TYPE,
+  failureReceipt,
+  receipt,
+  resultBytes,
+  TIMEOUT_ERROR_TYPE,
+  UNKNOWN_TASK_ERROR_TYPE,
+  workerFailureReceipt,
+} from './outcome.js';
+import { DEFAULT_ADDRESS, durationOf, openStub, unary } from './proto.js';
+import { Receipts } from './receipts.js';
+import { heartbeatIntervalMs, RunningJob, StopReason } from './running.js';
+import { settlesWithin, Wakeup } from './wakeup.js';
+
+const LEASE_BACKOFF_FIRST_MS = 100;
+const LEASE_BACKOFF_MAX_MS = 5_000;
+// A Lease call may take this much longer than its long-poll before the worker gives up on it.
+const LEASE_CALL_SLACK_MS = 10_000;
+const MAX_LEASE_WAIT_MS = 30_000;
+// What the handler race resolves with when the worker aborted the job first.
+const STOPPED = Symbol('stopped');
+
+/**
+ * @typedef {import('./context.js').JobContext} Job
+ * @typedef {Buffer | string | undefined | null} Result
+ * @typedef {(job: Job) => Promise<Result> | Result} Handler
+ * @typedef {import('./receipts.js').Logger} Logger
+ * @typedef {import('./outcome.js').ReceiptRequest} ReceiptRequest
+ */
+
+/**
+ * @typedef {object} WorkerOptions
+ * @property {string} [address] host:port of the coordinator (default 127.0.0.1:7345)
+ * @property {string[]} [queues] queues to lease from (default ['default'])
+ * @property {number} [concurrency] jobs run at once; never more are leased (default 10)
+ * @property {string} [workerId] names this process in the coordinator's records
+ * @property {number} [shutdownGraceMs] how long running jobs may finish after stop() (30 s)
+ * @property {number} [leaseWaitMs] how long one Lease call long-polls, at most 30 s (20 s)
+ * @property {number} [heartbeatFraction] heartbeat after this fraction of a lease (1/3)
+ * @property {number} [receiptFlushMs] receipts wait at most this long to be batched (2 ms)
+ * @property {number} [receiptBatchSize] ... or until this many are pending (100)
+ * @property {number} [receiptRetryForMs] how long receipts are retried while the coordinator
+ *   is unreachable (30 s)
+ * @property {string} [protoPath] directory holding conveyor/v1/coordinator.proto
+ * @property {import('@grpc/grpc-js').ChannelCredentials} [credentials] for TLS
+ * @property {Logger} [logger] default: warnings and errors to stderr, no info lines
+ */
+
+/** @type {Logger} */
+const WARNINGS_TO_STDERR = {
+  info: () => {},
+  warn: (/** @type {string} */ message) => console.error(`conveyor worker: ${message}`),
+  error: (/** @type {string} */ message) => console.error(`conveyor worker: ${message}`),
+};
+
+/**
+ * Runs handlers for the task types registered with `worker.task('name', handler)`.
+ *
+ * A handler takes a JobContext and returns a Buffer, a string (sent as UTF-8) or undefined:
+ * the job's result. Throw `new Retry(afterMs)` to try again later, a `NonRetryableError` (or
+ * any error with `nonRetryable = true`) to fail for good, anything else to fail and be retried
+ * by the job's policy.
+ */
+export class Worker {
+  /** @type {Map<string, {handler: Handler, timeoutMs: number | undefined}>} */
+  #tasks = new Map();
+  // Keyed by lease token: after a lost lease the same job may be leased here again while the
+  // abandoned attempt is still winding down.
+  /** @type {Map<string, RunningJob>} */
+  #running = new Map();
+  #stopping = new Wakeup();
+  #slotFreed = new Wakeup();
+  /** @type {import('@grpc/grpc-js').ClientUnaryCall | null} the long-poll stop() cuts short */
+  #leaseCall = null;
+  #started = false;
+  /** @type {Receipts | null} */
+  #receipts = null;
+  /** @type {Heartbeats | null} */
+  #heartbeats = null;
+
+  /** @param {WorkerOptions} [options] */
+  constructor(options = {}) {
+    this.config = workerConfig(options);
+    this.logger = options.logger ?? WARNINGS_TO_STDERR;
+    /** Jobs whose handler returned or threw (not those released or lost), for monitoring. */
+    this.processed = 0;
+  }
+
+  /**
+   * Registers `handler` for `taskType`. `timeoutMs` fails an attempt that runs longer
+   * (retryably) and aborts its signal.
+   * @param {string} taskType
+   * @param {Handler} handler
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {this}
+   */
+  task(taskType, handler, { timeoutMs } = {}) {
+    if (this.#tasks.has(taskType)) throw new Error(`task type '${taskType}' already has a handler`);
+    if (typeof handler !== 'function') throw new TypeError('a handler must be a function');
+    if (timeoutMs !== undefined && !(timeoutMs > 0)) {
+      throw new RangeError(`timeoutMs must be a positive number, got ${timeoutMs}`);
+    }
+    this.#tasks.set(taskType, { handler, timeoutMs });
+    return this;
+  }
+
+  /**
+   * Stops leasing and begins the graceful shutdown; returns at once. Safe to call more than
+   * once, and before run().
+   */
+  stop() {
+    if (!this.#stopping.isSet) this.logger.info(`worker ${this.config.workerId} stopping`);
+    this.#stopping.set();
+    this.#slotFreed.set();
+    this.#leaseCall?.cancel();
+  }
+
+  /**
+   * Works until stop() is called (or SIGTERM/SIGINT arrives, with `installSignalHandlers`),
+   * then shuts down gracefully and resolves. A Worker runs once.
+   * @param {{installSignalHandlers?: boolean}} [options]
+   */
+  async run({ installSignalHandlers = false } = {}) {
+    if (this.#tasks.size === 0) {
+      throw new Error('register at least one handler with worker.task() first');
+    }
+    if (this.#started) throw new Error('a Worker runs once; make a new one');
+    this.#started = true;
+    const { config } = this;
+    const stub = openStub(config.address, config);
+    const receipts = new Receipts(stub, {
+      flushIntervalMs: config.receiptFlushMs,
+      batchSize: config.receiptBatchSize,
+      retryForMs: config.receiptRetryForMs,
+      logger: this.logger,
+    });
+    const heartbeats = new Heartbeats(stub, this.#running, {
+      onCancelRequested: (running) =>
+        running.stop(StopReason.CANCEL_REQUESTED, 'the job was cancelled'),
+      onLeaseLost: (running, message) => this.#leaseLost(running, message),
+      logger: this.logger,
+    });
+    this.#receipts = receipts;
+    this.#heartbeats = heartbeats;
+    const sender = this.#sideLoop(() => receipts.run(), 'receipts');
+    const beater = this.#sideLoop(() => heartbeats.run(), 'heartbeats');
+    const removeSignalHandlers = installSignalHandlers ? this.#installSignalHandlers() : () => {};
+    this.logger.info(`worker ${config.workerId} leasing from ${config.queues.join(', ')}`);
+    try {
+      await this.#leaseLoop(stub);
+      await this.#finishRunning(config.shutdownGraceMs);
+    } finally {
+      await this.#finishRunning(0); // the lease loop failed: hand back what still runs
+      removeSignalHandlers();
+      heartbeats.stop();
+      receipts.close();
+      await Promise.all([sender, beater]);
+      stub.close();
+      this.logger.info(`worker ${config.workerId} stopped`);
+    }
+  }
+
+  /**
+   * A background loop that, should it fail, stops the worker rather than dying quietly.
+   * @param {() => Promise<void>} loop
+   * @param {string} name
+   */
+  #sideLoop(loop, name) {
+    return loop().catch((error) => {
+      this.logger.error(`${name} failed; stopping the worker: ${error?.stack ?? error}`);
+      this.stop();
+    });
+  }
+
+  /** @returns {() => void} removes the handlers again */
+  #installSignalHandlers() {
+    const onSignal = () => this.stop();
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    return () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    };
+  }
+
+  // -- lease loop -----------------------------------------------------------------------------
+
+  /** @param {Record<string, Function>} stub */
+  async #leaseLoop(stub) {
+    let backoff = LEASE_BACKOFF_FIRST_MS;
+    while (!this.#stopping.isSet) {
+      const free = this.config.concurrency - this.#running.size;
+      if (free <= 0) {
+        this.#slotFreed.clear();
+        await this.#slotFreed.wait();
+        continue;
+      }
+      let jobs;
+      try {
+        jobs = await this.#lease(stub, free);
+      } catch (/** @type {any} */ error) {
+        if (this.#stopping.isSet) break; // stop() cancelled the long-poll
+        this.logger.warn(
+          `lease failed (${codeName(error.code)}: ${error.details}); retrying in ${backoff} ms`,
+        );
+        await this.#stopping.wait(backoff);
+        backoff = Math.min(backoff * 2, LEASE_BACKOFF_MAX_MS);
+        continue;
+      }
+      backoff = LEASE_BACKOFF_FIRST_MS;
+      for (const job of jobs) this.#start(job);
+      if (jobs.length > 0) {
+        // Let handlers that finish at once free their slots before the next Lease, so that
+        // it asks for them all in one call.
+        await new Promise(setImmediate);
+      }
+    }
+  }
+
+  /**
+   * Up to `free` jobs. A reply that raced stop() is handed back unstarted.
+   * @param {Record<string, Function>} stub
+   * @param {number} free
+   * @returns {Promise<any[]>} LeasedJobs
+   */
+  async #lease(stub, free) {
+    const { workerId, queues, leaseWaitMs } = this.config;
+    const request = { workerId, queues, maxJobs: free, wait: durationOf(leaseWaitMs) };
+    let reply;
+    try {
+      reply = await unary(stub, 'Lease', request, {
+        timeoutMs: leaseWaitMs + LEASE_CALL_SLACK_MS,
+        onCall: (call) => {
+          this.#leaseCall = call;
+        },
+      });
+    } finally {
+      this.#leaseCall = null;
+    }
+    if (this.#stopping.isSet) {
+      // Released without counting an attempt, so another worker can take them at once.
+      for (const job of reply.jobs) this.#receipts?.send(receipt(job, 'OUTCOME_RELEASE'));
+      return [];
+    }
+    return reply.jobs;
+  }
+
+  /** @param {any} job a LeasedJob */
+  #start(job) {
+    const context = new JobContext({
+      jobId: job.jobId,
+      queue: job.queue,
+      taskType: job.taskType,
+      payload: job.payload,
+      attempt: job.attempt,
+      maxAttempts: job.maxAttempts,
+      checkpoint: job.checkpoint.length > 0 ? job.checkpoint : null,
+      parentJobId: job.parentJobId || null,
+    });
+    const interval = heartbeatIntervalMs(job, this.config.heartbeatFraction);
+    const running = new RunningJob(job, context, interval, performance.now());
+    this.#running.set(job.leaseToken, running);
+    this.#heartbeats?.tracked(running);
+    running.done = this.#execute(running);
+  }
+
+  // -- execute --------------------------------------------------------------------------------
+
+  /**
+   * Runs the handler and hands its receipt over. Never rejects.
+   * @param {RunningJob} running
+   */
+  async #execute(running) {
+    /** @type {ReceiptRequest | null} */
+    let outcome;
+    try {
+      outcome = await this.#runHandler(running);
+    } finally {
+      this.#running.delete(running.job.leaseToken);
+      this.#slotFreed.set();
+    }
+    // After a lost lease someone else owns the job: stay silent (fencing).
+    if (outcome === null || running.stopReason === StopReason.LEASE_LOST) return;
+    // A checkpoint saved since the last heartbeat is meant for the next attempt: it goes in
+    // a heartbeat just before the receipt. A success needs none.
+    const checkpoint =
+      outcome.outcome === 'OUTCOME_SUCCESS' ? null : running.context._takeUnsentCheckpoint();
+    if (outcome.outcome !== 'OUTCOME_RELEASE') this.processed += 1;
+    this.#receipts?.send(outcome, checkpoint);
+  }
+
+  /**
+   * The receipt for one attempt, or null when none may be sent.
+   * @param {RunningJob} running
+   * @returns {Promise<ReceiptRequest | null>}
+   */
+  async #runHandler(running) {
+    const { job, context } = running;
+    const task = this.#tasks.get(job.taskType);
+    if (!task) {
+      return workerFailureReceipt(
+        job,
+        UNKNOWN_TASK_ERROR_TYPE,
+        `no handler for task type '${job.taskType}' in this worker; register one with ` +
+          'worker.task(...) or route the task to another queue',
+      );
+    }
+    const timer =
+      task.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            running.stop(
+              StopReason.TIMEOUT,
+              `the handler ran longer than its ${task.timeoutMs} ms timeout`,
+            );
+          }, task.timeoutMs);
+    try {
+      // A promise cannot be cancelled: once the worker aborts the job's signal, the outcome
+      // is decided by why, and a handler that ignores its signal runs on unobserved.
+      const settled = await Promise.race([settle(task.handler, context), aborted(context.signal)]);
+      if (settled === STOPPED || ('error' in settled && running.stopReason !== null)) {
+        return receiptAfterStop(running);
+      }
+      if ('error' in settled) return failureReceipt(job, settled.error);
+      return receipt(job, 'OUTCOME_SUCCESS', { result: resultBytes(settled.value) });
+    } catch (error) {
+      return failureReceipt(job, error); // the handler returned something that is not bytes
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * @param {RunningJob} running
+   * @param {string} message
+   */
+  #leaseLost(running, message) {
+    this.logger.warn(`lease lost on job ${running.job.jobId} (${message}); abandoning it`);
+    running.stop(StopReason.LEASE_LOST, `the lease was lost: ${message}`);
+  }
+
+  // -- shutdown -------------------------------------------------------------------------------
+
+  /**
+   * Lets running jobs finish for up to `graceMs`, then aborts and releases the rest.
+   * Heartbeats go on meanwhile.
+   * @param {number} graceMs
+   */
+  async #finishRunning(graceMs) {
+    const jobs = [...this.#running.values()];
+    if (jobs.length === 0) return;
+    if (graceMs > 0) {
+      this.logger.info(`waiting up to ${graceMs} ms for ${jobs.length} running jobs`);
+      if (await settlesWithin(Promise.all(jobs.map((r) => r.done)), graceMs)) return;
+    }
+    const left = [...this.#running.values()];
+    this.logger.info(`releasing ${left.length} unfinished jobs`);
+    for (const running of left) running.stop(StopReason.SHUTDOWN, 'the worker is shutting down');
+    await Promise.all(left.map((r) => r.done));
+  }
+}
+
+/**
+ * The handler's outcome as a value, so that a rejection is never left unhandled even when
+ * nobody awaits it any more.
+ * @param {Handler} handler
+ * @param {Job} context
+ * @returns {Promise<{value: unknown} | {error: unknown}>}
+ */
+function settle(handler, context) {
+  return Promise.resolve()
+    .then(() => handler(context))
+    .then(
+      (value) => ({ value }),
+      (error) => ({ error }),
+    );
+}
+
+/**
+ * @param {AbortSignal} signal
+ * @returns {Promise<typeof STOPPED>}
+ */
+function aborted(signal) {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve(STOPPED);
+    else signal.addEventListener('abort', () => resolve(STOPPED), { once: true });
+  });
+}
+
+/**
+ * The worker aborted the handler; why decides what to report.
+ * @param {RunningJob} running
+ * @returns {ReceiptRequest | null}
+ */
+function receiptAfterStop(running) {
+  const { job } = running;
+  switch (running.stopReason) {
+    case StopReason.CANCEL_REQUESTED:
+      return workerFailureReceipt(job, CANCELLED_ERROR_TYPE, 'cancelled while running');
+    case StopReason.TIMEOUT:
+      return workerFailureReceipt(job, TIMEOUT_ERROR_TYPE, running.context.signal.reason.message);
+    case StopReason.LEASE_LOST:
+      return null;
+    default: // shutdown: hand the job back without counting an attempt
+      return receipt(job, 'OUTCOME_RELEASE');
+  }
+}
+
+/**
+ * @param {WorkerOptions} options
+ */
+function workerConfig(options) {
+  const config = {
+    address: options.address ?? DEFAULT_ADDRESS,
+    queues: options.queues ?? ['default'],
+    concurrency: options.concurrency ?? 10,
+    workerId: options.workerId || defaultWorkerId(),
+    shutdownGraceMs: options.shutdownGraceMs ?? 30_000,
+    leaseWaitMs: options.leaseWaitMs ?? 20_000,
+    heartbeatFraction: options.heartbeatFraction ?? 1 / 3,
+    receiptFlushMs: options.receiptFlushMs ?? 2,
+    receiptBatchSize: options.receiptBatchSize ?? 100,
+    receiptRetryForMs: options.receiptRetryForMs ?? 30_000,
+    protoPath: options.protoPath,
+    credentials: options.credentials,
+  };
+  if (!Array.isArray(config.queues) || config.queues.length === 0) {
+    throw new TypeError('queues must be a non-empty array of queue names');
+  }
+  if (!Number.isInteger(config.concurrency) || config.concurrency < 1) {
+    throw new RangeError(`concurrency must be an integer of at least 1, got ${config.concurrency}`);
+  }
+  if (!(config.leaseWaitMs > 0 && config.leaseWaitMs <= MAX_LEASE_WAIT_MS)) {
+    throw new RangeError(
+      `leaseWaitMs must be more than 0 and at most ${MAX_LEASE_WAIT_MS}, got ${config.leaseWaitMs}`,
+    );
+  }
+  if (!(config.heartbeatFraction > 0 && config.heartbeatFraction < 1)) {
+    throw new RangeError('heartbeatFraction must be between 0 and 1 (a third is usual)');
+  }
+  if (!(config.shutdownGraceMs >= 0)) throw new RangeError('shutdownGraceMs must not be negative');
+  if (!(config.receiptBatchSize >= 1)) throw new RangeError('receiptBatchSize must be at least 1');
+  return config;
+}
+
+function defaultWorkerId() {
+  return `${os.hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
+}

@@ -1,0 +1,243 @@
+"""Task contracts in SQL: registrations, which worker runs which job (as a WHERE clause), and
+what workers said they implement, for the queue stats. Runs inside the store's threads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from conveyor_server.core.contracts import TaskType
+from conveyor_server.core.model import JobState, LeaseParams, Micros, TaskTypeRef, Version
+from conveyor_server.errors import AlreadyExists, NotFound
+from conveyor_server.store.schema import jobs, task_types, worker_task_types
+
+# Workers seen leasing within this window count as connected in the queue stats.
+WORKER_SEEN_WINDOW: Micros = 60 * 1_000_000
+# A worker's declaration is written at most this often (seconds) per coordinator: often
+# enough to stay within the window, rare enough to cost nothing on the lease path.
+_RECORD_EVERY = 10.0
+ANY_TASK_TYPE = "*"
+ANY_VERSION = -1
+
+
+def runnable_by(refs: Sequence[TaskTypeRef]) -> sa.ColumnElement[bool]:
+    """Jobs a worker declaring `refs` may take: its task types; of a versioned job, only
+    where the worker has the same major version at that minor.patch or later."""
+    clauses: list[sa.ColumnElement[bool]] = []
+    for ref in refs:
+        if ref.version is None:
+            clauses.append(jobs.c.task_type == ref.name)
+            continue
+        v = ref.version
+        compatible = sa.and_(
+            jobs.c.version_major == v.major,
+            sa.or_(
+                jobs.c.version_minor < v.minor,
+                sa.and_(jobs.c.version_minor == v.minor, jobs.c.version_patch <= v.patch),
+            ),
+        )
+        clauses.append(
+            sa.and_(
+                jobs.c.task_type == ref.name,
+                sa.or_(jobs.c.version_major.is_(None), compatible),
+            )
+        )
+    return sa.or_(*clauses)
+
+
+class WorkerDeclarations:
+    """Writes what each worker implements, per queue, at most every few seconds."""
+
+    def __init__(self) -> None:
+        self._written: dict[tuple[str, tuple[str, ...], tuple[TaskTypeRef, ...]], float] = {}
+
+    def record(self, conn: Connection, params: LeaseParams) -> None:
+        key = (params.worker_id, params.queues, params.task_types)
+        clock = time.monotonic()
+        if self._written.get(key, 0.0) > clock:
+            return
+        self._written[key] = clock + _RECORD_EVERY
+        if len(self._written) > 10_000:  # workers come and go; forget the oldest half
+            for stale in sorted(self._written, key=self._written.__getitem__)[:5_000]:
+                del self._written[stale]
+        conn.execute(
+            sa.delete(worker_task_types).where(
+                sa.or_(
+                    worker_task_types.c.seen_at < params.now - 10 * WORKER_SEEN_WINDOW,
+                    sa.and_(
+                        worker_task_types.c.worker_id == params.worker_id,
+                        worker_task_types.c.queue.in_(params.queues),
+                    ),
+                )
+            )
+        )
+        refs = params.task_types or (TaskTypeRef(ANY_TASK_TYPE, None),)
+        conn.execute(
+            sa.insert(worker_task_types),
+            [
+                {
+                    "worker_id": params.worker_id,
+                    "queue": queue,
+                    "task_type": ref.name,
+                    "major": ref.version.major if ref.version else ANY_VERSION,
+                    "minor": ref.version.minor if ref.version else None,
+                    "patch": ref.version.patch if ref.version else None,
+                    "seen_at": params.now,
+                }
+                for queue in params.queues
+                for ref in _broadest(refs)
+            ],
+        )
+
+
+def _broadest(refs: Sequence[TaskTypeRef]) -> list[TaskTypeRef]:
+    """One row per task type and major version, holding the highest minor.patch: what
+    decides whether some worker may take a job."""
+    best: dict[tuple[str, int], TaskTypeRef] = {}
+    for ref in refs:
+        key = (ref.name, ref.version.major if ref.version else ANY_VERSION)
+        known = best.get(key)
+        if known is None or (known.version and ref.version and ref.version > known.version):
+            best[key] = ref
+    return list(best.values())
+
+
+def awaiting_compatible_worker(conn: Connection, queue: str, now: Micros) -> int:
+    """Available jobs of the queue that no worker seen within the window may take."""
+    w, j = worker_task_types, jobs
+    compatible_version = sa.or_(
+        w.c.major == ANY_VERSION,
+        j.c.version_major.is_(None),
+        sa.and_(
+            w.c.major == j.c.version_major,
+            sa.or_(
+                w.c.minor > j.c.version_minor,
+                sa.and_(w.c.minor == j.c.version_minor, w.c.patch >= j.c.version_patch),
+            ),
+        ),
+    )
+    taker = (
+        sa.select(sa.literal(1))
+        .select_from(w)
+        .where(
+            w.c.queue == j.c.queue,
+            w.c.seen_at >= now - WORKER_SEEN_WINDOW,
+            sa.or_(
+                w.c.task_type == ANY_TASK_TYPE,
+                sa.and_(w.c.task_type == j.c.task_type, compatible_version),
+            ),
+        )
+    )
+    count = conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(j)
+        .where(j.c.queue == queue, j.c.state == JobState.AVAILABLE, ~taker.exists())
+    )
+    return int(count or 0)
+
+
+def register(conn: Connection, task_type: TaskType) -> TaskType:
+    """Stores a new version; the same registration again is harmless; a different message or
+    descriptors under a published version is refused."""
+    existing = _find(conn, task_type.name, task_type.version)
+    if existing is not None:
+        if (existing.message_type, existing.descriptors) != (
+            task_type.message_type,
+            task_type.descriptors,
+        ):
+            raise AlreadyExists(
+                f"task type {task_type.name} {task_type.version} is already registered with "
+                f"other descriptors ({existing.message_type}); a published version never "
+                "changes: register a new version instead"
+            )
+        return existing
+    v = task_type.version
+    conn.execute(
+        sa.insert(task_types).values(
+            name=task_type.name,
+            major=v.major,
+            minor=v.minor,
+            patch=v.patch,
+            message_type=task_type.message_type,
+            descriptors=task_type.descriptors,
+            registered_at=task_type.registered_at,
+        )
+    )
+    return task_type
+
+
+def load(conn: Connection, name: str, version: Version | None) -> TaskType:
+    found = (
+        _find(conn, name, version)
+        if version is not None
+        else _from_row(
+            conn.execute(
+                sa.select(task_types)
+                .where(task_types.c.name == name)
+                .order_by(
+                    task_types.c.major.desc(), task_types.c.minor.desc(), task_types.c.patch.desc()
+                )
+                .limit(1)
+            ).first()
+        )
+    )
+    if found is None:
+        what = f"task type {name!r}" + (f" version {version}" if version else "")
+        raise NotFound(f"{what} is not registered")
+    return found
+
+
+def find(conn: Connection, name: str, version: Version) -> TaskType | None:
+    return _find(conn, name, version)
+
+
+def page(conn: Connection, after: tuple[str, Version] | None, limit: int) -> list[TaskType]:
+    t = task_types.c
+    query = sa.select(task_types).order_by(t.name, t.major, t.minor, t.patch).limit(limit)
+    if after is not None:
+        name, v = after
+        query = query.where(
+            sa.tuple_(t.name, t.major, t.minor, t.patch)
+            > sa.tuple_(
+                sa.literal(name), sa.literal(v.major), sa.literal(v.minor), sa.literal(v.patch)
+            )
+        )
+    return [tt for row in conn.execute(query) if (tt := _from_row(row)) is not None]
+
+
+def registered(conn: Connection, wanted: set[tuple[str, Version]]) -> set[tuple[str, Version]]:
+    """Which of these (name, version) pairs are registered."""
+    found: set[tuple[str, Version]] = set()
+    for name, version in wanted:
+        if _find(conn, name, version) is not None:
+            found.add((name, version))
+    return found
+
+
+def _find(conn: Connection, name: str, version: Version) -> TaskType | None:
+    t = task_types.c
+    row = conn.execute(
+        sa.select(task_types).where(
+            t.name == name,
+            t.major == version.major,
+            t.minor == version.minor,
+            t.patch == version.patch,
+        )
+    ).first()
+    return _from_row(row)
+
+
+def _from_row(row: Any) -> TaskType | None:
+    if row is None:
+        return None
+    return TaskType(
+        name=row.name,
+        version=Version(row.major, row.minor, row.patch),
+        message_type=row.message_type,
+        descriptors=row.descriptors,
+        registered_at=row.registered_at,
+    )

@@ -1,0 +1,52 @@
+"""Helpers for the Node SDK tests: the paths, and a running Node worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+SDK_NODE = HERE.parent.parent / "sdk" / "node"
+WORKER_SCRIPT = HERE / "worker_script.mjs"
+CLIENT_SCRIPT = HERE / "client_script.mjs"
+
+
+class NodeWorker:
+    """A running `node worker_script.mjs` and the JSON events it prints, one per line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def event(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next event called `name`, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self.process.stdout is not None
+                line = await self.process.stdout.readline()
+                if not line:
+                    raise AssertionError(f"the worker exited before printing {name!r}")
+                event: dict[str, Any] = json.loads(line)
+                if event["event"] == name:
+                    return event
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    async def stop(self, timeout: float = 10.0) -> tuple[dict[str, Any], int]:
+        """SIGTERM; then the final `stopped` event and the exit code."""
+        self.terminate()
+        return await self.stopped(timeout)
+
+    async def stopped(self, timeout: float = 10.0) -> tuple[dict[str, Any], int]:
+        """The final `stopped` event and the exit code, once the worker shut down."""
+        stopped = await self.event("stopped", timeout)
+        async with asyncio.timeout(timeout):
+            code = await self.process.wait()
+        return stopped, code
+
+
+StartNodeWorker = Callable[..., Awaitable[NodeWorker]]
