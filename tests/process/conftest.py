@@ -66,7 +66,9 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     settings: synchronous=FULL); kills whatever is still running at the end."""
     started: list[asyncio.subprocess.Process] = []
 
-    async def start(*extra: str, port: int | None = None) -> ServerProcess:
+    async def start(
+        *extra: str, port: int | None = None, log_file: Path | None = None
+    ) -> ServerProcess:
         address = f"127.0.0.1:{port or free_port()}"
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -81,6 +83,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
             "warning",
             *extra,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=log_file.open("w") if log_file is not None else None,
         )
         started.append(process)
         await _wait_until_serving(address, process)
