@@ -11,7 +11,16 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from conveyor import Client, JobContext, JobState, NonRetryableError, Retry, RetryPolicy, Worker
+from conveyor import (
+    Client,
+    JobContext,
+    JobState,
+    NonRetryableError,
+    Retry,
+    RetryPolicy,
+    Worker,
+    WorkerConfig,
+)
 from conveyor.models import Outcome
 from conveyor_server.main import Coordinator
 
@@ -246,7 +255,8 @@ async def test_plain_exceptions_are_retried_until_attempts_run_out(
 async def test_unknown_task_type_fails_with_a_clear_error(
     live_coordinator: Coordinator, client: Client, start_worker: StartWorker
 ) -> None:
-    worker = _worker(live_coordinator)
+    # Undeclared: a worker that names its task types in Lease is never given this job.
+    worker = _worker(live_coordinator, config=WorkerConfig(declare_task_types=False))
     worker.register("known", lambda job: None)
     start_worker(worker)
     job = await client.enqueue("q", "unknown", max_attempts=1)

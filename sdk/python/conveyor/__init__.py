@@ -35,6 +35,8 @@ from conveyor.models import (
     RateLimit,
     RetryPolicy,
     Schedule,
+    TaskType,
+    TaskTypePage,
 )
 from conveyor.worker import Worker, WorkerConfig
 
@@ -70,6 +72,8 @@ __all__ = [
     "RetryPolicy",
     "Schedule",
     "SyncClient",
+    "TaskType",
+    "TaskTypePage",
     "Unavailable",
     "WaitTimeout",
     "Worker",

@@ -23,6 +23,8 @@ from conveyor.models import (
     RateLimit,
     RetryPolicy,
     Schedule,
+    TaskType,
+    TaskTypePage,
 )
 from conveyor.v1 import coordinator_pb2 as pb
 
@@ -51,7 +53,7 @@ def timestamp(value: datetime) -> Timestamp:
     return message
 
 
-def _time(message: pb.Job | pb.Attempt | pb.Schedule, field: str) -> datetime | None:
+def _time(message: pb.Job | pb.Attempt | pb.Schedule | pb.TaskType, field: str) -> datetime | None:
     if not message.HasField(field):  # type: ignore[arg-type]
         return None
     value: Timestamp = getattr(message, field)
@@ -88,6 +90,7 @@ def job_spec_pb(spec: JobSpec) -> pb.JobSpec:
         idempotency_key=spec.idempotency_key or "",
         parent_job_id=spec.parent_job_id or "",
         throttle_key=spec.throttle_key or "",
+        task_version=spec.task_version or "",
     )
     if spec.run_at is not None:
         message.run_at.CopyFrom(timestamp(spec.run_at))
@@ -113,6 +116,7 @@ def job_spec(message: pb.JobSpec) -> JobSpec:
         retry_policy=retry_policy(message.retry_policy),
         parent_job_id=message.parent_job_id or None,
         throttle_key=message.throttle_key or None,
+        task_version=message.task_version or None,
     )
 
 
@@ -153,6 +157,7 @@ def job(message: pb.Job) -> Job:
         throttle_key=message.throttle_key,
         depth=message.depth,
         cancel_requested=message.cancel_requested,
+        task_version=message.task_version,
         attempts=tuple(
             Attempt(
                 attempt=a.attempt,
@@ -209,7 +214,9 @@ def queue(message: pb.Queue) -> Queue:
             held_by_rate_limit=stats.held_by_rate_limit,
             held_by_concurrency_limit=stats.held_by_concurrency_limit,
             held_by_pause=stats.held_by_pause,
+            awaiting_compatible_worker=stats.awaiting_compatible_worker,
         ),
+        strict_task_types=message.strict_task_types,
     )
 
 
@@ -230,4 +237,21 @@ def schedule(message: pb.Schedule) -> Schedule:
         next_fire_at=_time(message, "next_fire_at"),
         last_fire_at=_time(message, "last_fire_at"),
         last_job_id=message.last_job_id,
+    )
+
+
+def task_type(message: pb.TaskType) -> TaskType:
+    return TaskType(
+        name=message.name,
+        version=message.version,
+        message_type=message.message_type,
+        descriptors=message.descriptors,
+        registered_at=_time(message, "registered_at"),
+    )
+
+
+def task_type_page(message: pb.ListTaskTypesResponse) -> TaskTypePage:
+    return TaskTypePage(
+        task_types=[task_type(t) for t in message.task_types],
+        next_page_token=message.next_page_token,
     )

@@ -15,6 +15,7 @@ from conveyor.models import JobError
 RETRY_ERROR_TYPE = "Retry"
 CANCELLED_ERROR_TYPE = "Cancelled"
 UNKNOWN_TASK_ERROR_TYPE = "UnknownTaskType"
+PAYLOAD_DECODE_ERROR_TYPE = "PayloadDecodeError"
 # The coordinator keeps this much of an error message; sending more is wasted bytes.
 MAX_ERROR_MESSAGE = 16 * 1024
 

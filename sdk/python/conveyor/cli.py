@@ -50,9 +50,11 @@ class UsageError(Exception):
 
 
 def add_client_commands(commands: Commands) -> None:
-    """Adds `worker`, `enqueue`, `jobs`, `queues` and `schedules` to the `conveyor` parser."""
+    """Adds `worker`, `enqueue`, `jobs`, `queues`, `schedules` and `conformance` to the
+    `conveyor` parser."""
     common = _connection_options()
     _add_worker(commands)
+    _add_conformance(commands)
     _add_enqueue(commands, common)
     _add_jobs(commands, common)
     _add_queues(commands, common)
@@ -375,6 +377,79 @@ def _run_worker(args: argparse.Namespace) -> int:
         except ValueError as error:  # e.g. a Worker with no handler registered
             raise UsageError(str(error)) from None
         return 0
+
+    return _guarded(run)
+
+
+# -- conformance -----------------------------------------------------------------------------
+
+# The scenario names, repeated here so that `--help` does not import the kit.
+_CONFORMANCE_SCENARIOS = (
+    "success",
+    "retryable-failure",
+    "non-retryable-failure",
+    "timeout-and-re-lease",
+    "heartbeat",
+    "checkpoint",
+    "cancellation",
+    "graceful-shutdown",
+    "version-routing",
+)
+
+
+def _add_conformance(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "conformance",
+        help="check that a worker program keeps the worker protocol",
+        description=_wrap(
+            "Start a coordinator of its own (python -m conveyor_server serve, on a free "
+            "loopback port, in a temporary directory), then run each scenario against a fresh "
+            "run of the worker command, on a queue of its own: the command gets "
+            "CONVEYOR_ADDRESS and CONVEYOR_QUEUE in its environment and must implement the "
+            "conformance task types (docs/conformance.md). Prints a line per scenario and "
+            "exits 0 only if all pass, 1 otherwise."
+        ),
+        epilog="example:\n"
+        '  conveyor conformance --worker-cmd "python -m conveyor.conformance_worker"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--worker-cmd",
+        required=True,
+        metavar="CMD",
+        help="shell command that runs the worker program",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=_CONFORMANCE_SCENARIOS,
+        metavar="NAME",
+        help="run only this scenario (repeatable; default: all of "
+        + ", ".join(_CONFORMANCE_SCENARIOS)
+        + ")",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default=20.0,
+        metavar="DURATION",
+        help="how long one scenario waits for a job before failing (default: 20s)",
+    )
+    parser.set_defaults(handler=_run_conformance)
+
+
+def _run_conformance(args: argparse.Namespace) -> int:
+    # Imported here: the kit is only needed by this command.
+    from conveyor import conformance
+
+    names = args.scenario or list(_CONFORMANCE_SCENARIOS)
+
+    def run() -> int:
+        try:
+            return asyncio.run(conformance.run(args.worker_cmd, names, args.timeout))
+        except RuntimeError as error:  # the coordinator did not start
+            _fail(str(error))
+            return EXIT_ERROR
 
     return _guarded(run)
 

@@ -12,8 +12,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
 
-from conveyor import _convert
+from conveyor import _contracts, _convert
 from conveyor.errors import JobCancelled, JobFailed, WaitTimeout, from_rpc_error
 from conveyor.models import (
     EnqueueResult,
@@ -27,6 +28,8 @@ from conveyor.models import (
     RateLimit,
     RetryPolicy,
     Schedule,
+    TaskType,
+    TaskTypePage,
 )
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
@@ -109,9 +112,10 @@ class Client:
     async def enqueue(
         self,
         queue: str,
-        task_type: str,
+        task_type: str | Message,
         payload: bytes | str = b"",
         *,
+        task_version: str | None = None,
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         priority: int = 0,
@@ -123,11 +127,18 @@ class Client:
         throttle_key: str | None = None,
     ) -> EnqueueResult:
         """Stores one job; returns once it is on the coordinator's disk. `delay` and
-        `lease_duration` take seconds or a timedelta; None means the queue's default."""
+        `lease_duration` take seconds or a timedelta; None means the queue's default.
+
+        `task_type` is a name with `payload` as bytes (and `task_version` if the payload
+        follows a versioned contract), or a generated message whose `(conveyor.v1.task)`
+        option names the task type and version: `await client.enqueue("email", SendEmail(...))`.
+        """
+        task_type, task_version, body = _task_and_payload(task_type, payload, task_version)
         spec = JobSpec(
             queue=queue,
             task_type=task_type,
-            payload=payload.encode() if isinstance(payload, str) else payload,
+            task_version=task_version,
+            payload=body,
             run_at=run_at,
             delay=delay,
             priority=priority,
@@ -225,6 +236,47 @@ class Client:
             if deadline is not None and loop.time() >= deadline:
                 raise WaitTimeout(job)
 
+    # -- task contracts ----------------------------------------------------------------------
+
+    async def register_task_type(
+        self,
+        message_class: type[Message],
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> TaskType:
+        """Publishes one version of a task contract: the message class's name and version
+        (from its `(conveyor.v1.task)` option, unless `name` / `version` are given) with the
+        descriptors of its file and every file that imports. Registering the same version
+        again with the same message is harmless; a different message is AlreadyExists."""
+        if name is None or version is None:
+            contract = _contracts.contract_of(message_class)
+            name = contract.name if name is None else name
+            version = contract.version if version is None else version
+        _contracts.Version.parse(version)
+        request = pb.RegisterTaskTypeRequest(
+            name=name,
+            version=version,
+            message_type=message_class.DESCRIPTOR.full_name,
+            descriptors=_contracts.descriptor_set(message_class),
+        )
+        reply = await _call(self._stub.RegisterTaskType(request, timeout=self._timeout))
+        return _convert.task_type(reply)
+
+    async def get_task_type(self, name: str, version: str = "") -> TaskType:
+        """One registered version of a task type; "" is the highest registered."""
+        request = pb.GetTaskTypeRequest(name=name, version=version)
+        return _convert.task_type(
+            await _call(self._stub.GetTaskType(request, timeout=self._timeout))
+        )
+
+    async def list_task_types(self, *, page_size: int = 100, page_token: str = "") -> TaskTypePage:
+        """One page of registered versions, by name then version."""
+        request = pb.ListTaskTypesRequest(page_size=page_size, page_token=page_token)
+        return _convert.task_type_page(
+            await _call(self._stub.ListTaskTypes(request, timeout=self._timeout))
+        )
+
     # -- queues ------------------------------------------------------------------------------
 
     async def get_queue(self, name: str) -> Queue:
@@ -252,6 +304,7 @@ class Client:
         lease_duration: timedelta | float | type[_Unset] | None = _Unset,
         max_attempts: int | type[_Unset] | None = _Unset,
         retention: dict[str, timedelta | float] | type[_Unset] = _Unset,
+        strict_task_types: bool | type[_Unset] = _Unset,
     ) -> Queue:
         """Sets only the settings passed (None clears a limit or default). `retention` maps
         "succeeded", "failed" and "cancelled" to how long such jobs are kept."""
@@ -283,6 +336,9 @@ class Client:
             for state, keep in retention.items():  # type: ignore[union-attr]
                 getattr(message.retention, state).CopyFrom(_convert.duration(keep))
             paths.append("retention")
+        if strict_task_types is not _Unset:
+            message.strict_task_types = strict_task_types  # type: ignore[assignment]
+            paths.append("strict_task_types")
         request = pb.UpdateQueueRequest(queue=message, update_mask=FieldMask(paths=paths))
         return _convert.queue(await _call(self._stub.UpdateQueue(request, timeout=self._timeout)))
 
@@ -386,6 +442,23 @@ class Client:
         )
 
 
+def _task_and_payload(
+    task: str | Message, payload: bytes | str, task_version: str | None
+) -> tuple[str, str | None, bytes]:
+    """The task type, version and payload bytes of `enqueue`'s arguments."""
+    if isinstance(task, str):
+        return task, task_version, payload.encode() if isinstance(payload, str) else payload
+    if payload:
+        raise TypeError("enqueue(queue, message) takes the payload from the message; pass no more")
+    contract = _contracts.contract_of(type(task))
+    if task_version is not None and task_version != contract.version:
+        raise ValueError(
+            f"task_version={task_version!r} contradicts the message's option "
+            f"({contract.version}); leave it out"
+        )
+    return contract.name, contract.version, task.SerializeToString()
+
+
 def _blocking(
     method: Callable[Concatenate[Client, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[SyncClient, P], T]:
@@ -475,6 +548,9 @@ class SyncClient:
     delete_schedule = _blocking(Client.delete_schedule)
     pause_schedule = _blocking(Client.pause_schedule)
     resume_schedule = _blocking(Client.resume_schedule)
+    register_task_type = _blocking(Client.register_task_type)
+    get_task_type = _blocking(Client.get_task_type)
+    list_task_types = _blocking(Client.list_task_types)
 
     def iter_jobs(
         self, queue: str | None = None, state: JobState | None = None, *, page_size: int = 500

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 
 class Retry(Exception):
@@ -33,10 +34,14 @@ class NonRetryableError(Exception):
 class JobContext:
     """One attempt of one job, as its handler sees it.
 
-    `checkpoint` is what an earlier attempt saved (None if nothing). `save_checkpoint` stores
-    progress for a later attempt. `cancelled` turns true when the job was cancelled, its lease
-    was lost, or the worker is shutting down past its grace period: a sync handler should
-    look at it between steps and return early (async handlers are also cancelled).
+    `payload` is the job's bytes; for a handler registered with a message class
+    (`@worker.task(SendEmail)`), `message` is the payload decoded as that class (None for a
+    handler registered by name). `task_version` is the contract version the producer named
+    ("" if none). `checkpoint` is what an earlier attempt saved (None if nothing).
+    `save_checkpoint` stores progress for a later attempt. `cancelled` turns true when the job
+    was cancelled, its lease was lost, or the worker is shutting down past its grace period: a
+    sync handler should look at it between steps and return early (async handlers are also
+    cancelled).
     Safe to use from the thread a sync handler runs in."""
 
     __slots__ = (
@@ -49,10 +54,12 @@ class JobContext:
         "checkpoint",
         "job_id",
         "max_attempts",
+        "message",
         "parent_job_id",
         "payload",
         "queue",
         "task_type",
+        "task_version",
     )
 
     def __init__(
@@ -67,6 +74,8 @@ class JobContext:
         checkpoint: bytes | None = None,
         parent_job_id: str | None = None,
         on_heartbeat_request: Callable[[], None] | None = None,
+        task_version: str = "",
+        message: Any = None,
     ) -> None:
         self.job_id = job_id
         self.queue = queue
@@ -76,6 +85,9 @@ class JobContext:
         self.max_attempts = max_attempts
         self.checkpoint = checkpoint
         self.parent_job_id = parent_job_id
+        self.task_version = task_version
+        # Any: the handler knows its own message class; the worker only decodes into it.
+        self.message: Any = message
         self._on_heartbeat_request = on_heartbeat_request
         self._lock = threading.Lock()
         self._saved: bytes | None = None  # the newest checkpoint of this attempt

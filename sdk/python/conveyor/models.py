@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
+
 
 class JobState(enum.IntEnum):
     UNSPECIFIED = 0
@@ -67,6 +69,8 @@ class JobSpec:
     idempotency_key: str | None = None
     parent_job_id: str | None = None
     throttle_key: str | None = None
+    # The task contract's version (MAJOR.MINOR.PATCH) the payload follows; None = unversioned.
+    task_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Job:
     depth: int
     cancel_requested: bool
     attempts: tuple[Attempt, ...] = ()
+    task_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,8 @@ class QueueStats:
     held_by_rate_limit: bool
     held_by_concurrency_limit: bool
     held_by_pause: bool
+    # Available jobs no recently seen worker of this queue declared a compatible version for.
+    awaiting_compatible_worker: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,8 @@ class Queue:
     retention_failed: timedelta
     retention_cancelled: timedelta
     stats: QueueStats
+    # Every job must name a registered task type version, so every payload is checked.
+    strict_task_types: bool = False
 
 
 class MisfirePolicy(enum.IntEnum):
@@ -198,3 +207,23 @@ class Schedule:
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     last_job_id: str
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """One registered version of a task contract: the payload message's full name and the
+    descriptors of its file and every file that file imports (dependencies first)."""
+
+    name: str
+    version: str
+    message_type: str
+    descriptors: FileDescriptorSet
+    registered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskTypePage:
+    """One page of `Client.list_task_types`; pass `next_page_token` back ("" = last)."""
+
+    task_types: list[TaskType]
+    next_page_token: str

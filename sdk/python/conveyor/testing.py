@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from google.protobuf.message import Message
+
 from conveyor import _outcome
+from conveyor._contracts import contract_of, decode
 from conveyor.context import JobContext, Retry
 from conveyor.models import JobError
+from conveyor.v1 import task_pb2
 
 __all__ = ["HandlerOutcome", "Verdict", "arun_handler", "run_handler"]
 
@@ -79,14 +83,14 @@ class _RecordingContext(JobContext):
 
 def run_handler(
     handler: Callable[[JobContext], Any],
-    payload: bytes | str = b"",
+    payload: bytes | str | Message = b"",
     *,
     checkpoint: bytes | None = None,
     attempt: int = 1,
     max_attempts: int = 20,
     cancel: bool = False,
     non_retryable: Sequence[type[BaseException]] = (),
-    task_type: str = "test",
+    task_type: str | None = None,
     queue: str = "test",
     job_id: str = "test-job",
     parent_job_id: str | None = None,
@@ -94,7 +98,11 @@ def run_handler(
     """Runs `handler` once and reports what the worker would send. `checkpoint` is what an
     earlier attempt saved; `cancel=True` runs it as if the job were cancelled while running
     (ctx.cancelled is true, and an async handler is also cancelled at its first await);
-    `non_retryable` is the same as in `@worker.task(...)`. Call from plain (sync) code."""
+    `non_retryable` is the same as in `@worker.task(...)`. Call from plain (sync) code.
+
+    `payload` may be a generated message (for a handler of `@worker.task(SendEmail)`): the
+    handler gets its bytes as `job.payload` and a fresh decoded copy as `job.message`, and
+    `task_type` / `task_version` come from its `(conveyor.v1.task)` option, if it has one."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -120,23 +128,36 @@ def run_handler(
 
 async def arun_handler(
     handler: Callable[[JobContext], Any],
-    payload: bytes | str = b"",
+    payload: bytes | str | Message = b"",
     *,
     checkpoint: bytes | None = None,
     attempt: int = 1,
     max_attempts: int = 20,
     cancel: bool = False,
     non_retryable: Sequence[type[BaseException]] = (),
-    task_type: str = "test",
+    task_type: str | None = None,
     queue: str = "test",
     job_id: str = "test-job",
     parent_job_id: str | None = None,
 ) -> HandlerOutcome:
     """`run_handler` for async tests."""
+    message: Message | None = None
+    task_version = ""
+    if isinstance(payload, Message):
+        # A copy decoded from the bytes, as the worker hands it: the test's instance stays
+        # untouched, and a field the wire would drop is dropped here too.
+        message = decode(type(payload), payload.SerializeToString())
+        if type(payload).DESCRIPTOR.GetOptions().HasExtension(task_pb2.task):
+            contract = contract_of(type(payload))
+            task_type = task_type or contract.name
+            task_version = contract.version
+        payload = payload.SerializeToString()
     context = _RecordingContext(
         job_id=job_id,
         queue=queue,
-        task_type=task_type,
+        task_type=task_type or "test",
+        task_version=task_version,
+        message=message,
         payload=payload.encode() if isinstance(payload, str) else bytes(payload),
         attempt=attempt,
         max_attempts=max_attempts,

@@ -35,8 +35,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from conveyor import _convert, _outcome
+from conveyor._contracts import Contract, Version, contract_of, decode
 from conveyor._heartbeats import Heartbeats
 from conveyor._receipts import Receipts
 from conveyor._running import RunningJob, StopReason, heartbeat_interval
@@ -79,6 +81,9 @@ class WorkerConfig:
     receipt_batch_size: int = 100
     # For how long a batch of receipts is retried while the coordinator is unreachable.
     receipt_retry_for: float = 30.0
+    # Name the registered task types (and contract versions) in every Lease, so that the
+    # coordinator hands this worker only jobs it has a handler for. Off: any job of the queues.
+    declare_task_types: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -103,6 +108,18 @@ class _Task:
     is_async: bool
     timeout: float | None
     non_retryable: tuple[type[BaseException], ...]
+    # The contract version it implements; None: every version of its task type.
+    version: str | None = None
+    # Set for a handler registered with a message class: its payload is decoded into it.
+    contract: Contract | None = None
+
+    @property
+    def major(self) -> int | None:
+        return None if self.version is None else Version.parse(self.version).major
+
+    def ref(self, name: str) -> pb.TaskTypeRef:
+        """How a Lease names this handler: an unversioned one takes every version."""
+        return pb.TaskTypeRef(name=name, version=self.version or "")
 
 
 class Worker:
@@ -142,7 +159,8 @@ class Worker:
         self.queues = list(queues)
         self._credentials = credentials
         self._channel_options = channel_options
-        self._tasks: dict[str, _Task] = {}
+        # Per task type, one handler, or one per major version (highest first).
+        self._tasks: dict[str, list[_Task]] = {}
         # Keyed by lease token: after a lost lease the same job may be leased here again
         # while the abandoned attempt is still winding down.
         self._running: dict[str, RunningJob] = {}
@@ -162,37 +180,71 @@ class Worker:
 
     def task(
         self,
-        task_type: str,
+        task_type: str | type[Message],
         *,
+        version: str | None = None,
         timeout: float | timedelta | None = None,
         non_retryable: Sequence[type[BaseException]] = (),
     ) -> Callable[[H], H]:
         """Registers the decorated function as the handler of `task_type`. `timeout` fails an
         attempt that runs longer (retryably); `non_retryable` names exception classes that
-        fail the job for good."""
+        fail the job for good.
+
+        `task_type` is a name, or a generated message class whose `(conveyor.v1.task)` option
+        names the task type and version: the handler then gets `job.message`, the payload
+        decoded as that class (a payload that does not decode fails the job for good). Several
+        message classes of one task type may be registered, one per MAJOR version: a job goes
+        to the handler of its task_version's major (a job without a version, to the highest).
+        A handler registered by name may still name the `version` of the contract it
+        implements (for payloads that are not protobuf), with the same routing.
+        """
 
         def register(handler: H) -> H:
-            self.register(task_type, handler, timeout=timeout, non_retryable=non_retryable)
+            self.register(
+                task_type, handler, version=version, timeout=timeout, non_retryable=non_retryable
+            )
             return handler
 
         return register
 
     def register(
         self,
-        task_type: str,
+        task_type: str | type[Message],
         handler: Handler,
         *,
+        version: str | None = None,
         timeout: float | timedelta | None = None,
         non_retryable: Sequence[type[BaseException]] = (),
     ) -> None:
-        if task_type in self._tasks:
-            raise ValueError(f"task type {task_type!r} already has a handler")
-        self._tasks[task_type] = _Task(
+        contract = None
+        if isinstance(task_type, str):
+            name = task_type
+        else:
+            contract = contract_of(task_type)
+            if version is not None:
+                raise ValueError("the version of a message class comes from its task option")
+            name, version = contract.name, contract.version
+        if version is not None:
+            Version.parse(version)  # refuse a malformed version now, not at the first job
+        task = _Task(
             handler=handler,
             is_async=_outcome.is_async_handler(handler),
             timeout=None if timeout is None else _convert.seconds_of(timeout),
             non_retryable=tuple(non_retryable),
+            version=version,
+            contract=contract,
         )
+        existing = self._tasks.get(name, [])
+        for other in existing:
+            if other.version is None or version is None:
+                raise ValueError(f"task type {name!r} already has a handler")
+            if other.major == task.major:
+                raise ValueError(
+                    f"task type {name!r} already has a handler for major version {task.major} "
+                    f"({other.version}); register one handler per major version"
+                )
+        # Highest major first: a job without a task_version goes to the newest contract.
+        self._tasks[name] = sorted([*existing, task], key=lambda t: t.major or 0, reverse=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -242,7 +294,7 @@ class Worker:
         self._stopping = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
-        if any(not task.is_async for task in self._tasks.values()):
+        if any(not task.is_async for tasks in self._tasks.values() for task in tasks):
             # Sync handlers get a pool of their own, one thread per slot, so that they never
             # queue behind each other (or behind other users of the default executor).
             self._executor = ThreadPoolExecutor(
@@ -361,6 +413,7 @@ class Worker:
             queues=self.queues,
             max_jobs=free,
             wait=_convert.duration(self.config.lease_wait),
+            task_types=self._declared_task_types(),
         )
         call = stub.Lease(request, timeout=self.config.lease_wait + _LEASE_CALL_SLACK)
         lease: asyncio.Future[pb.LeaseResponse] = asyncio.ensure_future(call)
@@ -381,11 +434,30 @@ class Worker:
             return ()
         return jobs
 
+    def _declared_task_types(self) -> list[pb.TaskTypeRef]:
+        if not self.config.declare_task_types:
+            return []
+        return [task.ref(name) for name, tasks in self._tasks.items() for task in tasks]
+
+    def _task_for(self, job: pb.LeasedJob) -> _Task | None:
+        """The handler of the job's task type at its contract's major version."""
+        tasks = self._tasks.get(job.task_type)
+        if not tasks:
+            return None
+        if tasks[0].version is None or not job.task_version:
+            return tasks[0]
+        try:
+            major = Version.parse(job.task_version).major
+        except ValueError:
+            return None
+        return next((task for task in tasks if task.major == major), None)
+
     def _start(self, job: pb.LeasedJob) -> None:
         context = JobContext(
             job_id=job.job_id,
             queue=job.queue,
             task_type=job.task_type,
+            task_version=job.task_version,
             payload=job.payload,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
@@ -426,9 +498,15 @@ class Worker:
 
     async def _run_handler(self, running: RunningJob) -> pb.ReceiptRequest:
         job = running.job
-        task = self._tasks.get(job.task_type)
+        task = self._task_for(job)
         if task is None:
-            return _receipt(job, pb.OUTCOME_FAILURE, error=_unknown_task_error(job.task_type))
+            error = _unknown_task_error(job, self._tasks.get(job.task_type, []))
+            return _receipt(job, pb.OUTCOME_FAILURE, error=error)
+        if task.contract is not None:
+            try:
+                running.context.message = decode(task.contract.message_class, job.payload)
+            except DecodeError as exc:
+                return _receipt(job, pb.OUTCOME_FAILURE, error=_decode_error(job, task, exc))
         try:
             if task.timeout is None:
                 value = await self._call(task, running.context)
@@ -488,7 +566,7 @@ class Worker:
     # -- heartbeat replies -------------------------------------------------------------------
 
     def _cancel_requested(self, running: RunningJob) -> None:
-        task = self._tasks.get(running.job.task_type)
+        task = self._task_for(running.job)
         # Async handlers are cancelled; sync ones run on in their thread and see ctx.cancelled.
         running.stop(StopReason.CANCEL_REQUESTED, cancel_task=task is not None and task.is_async)
 
@@ -568,9 +646,28 @@ def _failure_receipt(job: pb.LeasedJob, exc: BaseException, task: _Task) -> pb.R
     return _receipt(job, pb.OUTCOME_FAILURE, error=_convert.job_error_pb(error))
 
 
-def _unknown_task_error(task_type: str) -> pb.JobError:
+def _unknown_task_error(job: pb.LeasedJob, tasks: Sequence[_Task]) -> pb.JobError:
+    # Retryable: another worker of the queue may have the handler (or the version).
+    if not tasks:
+        message = (
+            f"no handler for task type {job.task_type!r} in this worker; register one with "
+            "@worker.task(...) or route the task to another queue"
+        )
+    else:
+        versions = ", ".join(t.ref(job.task_type).version for t in tasks)
+        message = (
+            f"no handler for task type {job.task_type!r} at version {job.task_version!r} "
+            f"in this worker (it has {versions}); register one for that major version"
+        )
+    return pb.JobError(message=message, type=_outcome.UNKNOWN_TASK_ERROR_TYPE)
+
+
+def _decode_error(job: pb.LeasedJob, task: _Task, exc: Exception) -> pb.JobError:
+    # Non-retryable: the same bytes will not decode any better on the next attempt.
+    assert task.contract is not None
     return pb.JobError(
-        message=f"no handler for task type {task_type!r} in this worker; register one with "
-        "@worker.task(...) or route the task to another queue",
-        type=_outcome.UNKNOWN_TASK_ERROR_TYPE,
+        message=f"the payload of job {job.job_id} is not a valid {task.contract.message_type} "
+        f"(task {job.task_type!r}, version {job.task_version or 'none'}): {exc}",
+        type=_outcome.PAYLOAD_DECODE_ERROR_TYPE,
+        non_retryable=True,
     )
