@@ -13,7 +13,7 @@ from conveyor import Client
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import SystemClock
 from conveyor_server.main import Coordinator
-from node_support import WORKER_SCRIPT, NodeWorker, StartNodeWorker
+from node_support import WORKER_SCRIPT, NodeWorker, SpawnNode, StartNodeWorker
 
 
 @pytest.fixture
@@ -38,29 +38,40 @@ async def client(live_coordinator: Coordinator) -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-async def start_node_worker(
-    live_coordinator: Coordinator,
-) -> AsyncIterator[StartNodeWorker]:
-    """Starts Node workers on the coordinator; kills any still running at the end."""
+async def spawn_node() -> AsyncIterator[SpawnNode]:
+    """Starts `node ARGS...` with its stdout piped; kills any still running at the end."""
     started: list[NodeWorker] = []
 
-    async def start(concurrency: int = 4, shutdown_grace_ms: int = 1000) -> NodeWorker:
+    async def spawn(*args: str, env: dict[str, str] | None = None) -> NodeWorker:
         process = await asyncio.create_subprocess_exec(
-            "node",
-            str(WORKER_SCRIPT),
-            live_coordinator.address,
-            str(concurrency),
-            str(shutdown_grace_ms),
-            stdout=asyncio.subprocess.PIPE,
+            "node", *args, stdout=asyncio.subprocess.PIPE, env=env
         )
         worker = NodeWorker(process)
         started.append(worker)
-        await worker.event("ready")
         return worker
 
-    yield start
+    yield spawn
     for worker in started:
         if worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
             await worker.process.wait()
+
+
+@pytest.fixture
+async def start_node_worker(
+    live_coordinator: Coordinator, spawn_node: SpawnNode
+) -> StartNodeWorker:
+    """Starts tests/node/worker_script.mjs on the coordinator, once it is ready."""
+
+    async def start(concurrency: int = 4, shutdown_grace_ms: int = 1000) -> NodeWorker:
+        worker = await spawn_node(
+            str(WORKER_SCRIPT),
+            live_coordinator.address,
+            str(concurrency),
+            str(shutdown_grace_ms),
+        )
+        await worker.event("ready")
+        return worker
+
+    return start

@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 HERE = Path(__file__).parent
 SDK_NODE = HERE.parent.parent / "sdk" / "node"
 WORKER_SCRIPT = HERE / "worker_script.mjs"
 CLIENT_SCRIPT = HERE / "client_script.mjs"
+VERSIONS_WORKER = HERE / "versions_worker.mjs"
+CONTRACTS_SCRIPT = HERE / "contracts_script.mjs"
+CONFORMANCE_WORKER = SDK_NODE / "conformance" / "worker.mjs"
+
+
+def require_node() -> None:
+    """Skips the calling test module where the Node SDK cannot run."""
+    if shutil.which("node") is None:
+        pytest.skip(
+            "node is not on PATH: the Node SDK tests need Node 20+", allow_module_level=True
+        )
+    if not (SDK_NODE / "node_modules").is_dir():
+        pytest.skip(
+            "sdk/node/node_modules is missing: run `npm install` in sdk/node",
+            allow_module_level=True,
+        )
 
 
 class NodeWorker:
-    """A running `node worker_script.mjs` and the JSON events it prints, one per line."""
+    """A running Node program (`node worker_script.mjs`, say) and the JSON events it prints,
+    one per line."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -49,4 +69,5 @@ class NodeWorker:
         return stopped, code
 
 
+SpawnNode = Callable[..., Awaitable[NodeWorker]]
 StartNodeWorker = Callable[..., Awaitable[NodeWorker]]

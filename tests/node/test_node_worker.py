@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import time
 from datetime import timedelta
 
-import pytest
 from conveyor import Client, JobState, RetryPolicy
 from conveyor.models import Outcome
 from conveyor_server.main import Coordinator
-from node_support import CLIENT_SCRIPT, SDK_NODE, StartNodeWorker
+from node_support import CLIENT_SCRIPT, StartNodeWorker, require_node
 
-if shutil.which("node") is None:
-    pytest.skip("node is not on PATH: the Node SDK tests need Node 20+", allow_module_level=True)
-if not (SDK_NODE / "node_modules").is_dir():
-    pytest.skip(
-        "sdk/node/node_modules is missing: run `npm install` in sdk/node",
-        allow_module_level=True,
-    )
+require_node()
 
 FAST_RETRY = RetryPolicy(initial_backoff=timedelta(milliseconds=10), jitter=0.0)
 

@@ -5,6 +5,7 @@
 // {seconds, nanos}. A failed call rejects with a ConveyorError whose `code` is the gRPC
 // status name ('NOT_FOUND', 'INVALID_ARGUMENT', ...).
 
+import { contractOf, isMessageType } from './contracts.js';
 import { fromGrpcError } from './errors.js';
 import { DEFAULT_ADDRESS, durationOf, openStub, timestampOf, unary } from './proto.js';
 
@@ -16,6 +17,8 @@ const TERMINAL_STATES = new Set(['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB
 
 /**
  * @typedef {object} EnqueueOptions
+ * @property {string} [taskVersion] the contract version (MAJOR.MINOR.PATCH) the payload
+ *   follows: only workers declaring that major version at that minor.patch or later get it
  * @property {Date} [runAt] earliest time to run (set runAt or delayMs, not both)
  * @property {number} [delayMs] run after this delay
  * @property {number} [priority] higher runs first (default 0)
@@ -48,15 +51,32 @@ export class Client {
 
   /**
    * Stores one job; resolves once it is on the coordinator's disk.
+   *
+   * `taskType` is a name, with `payload` as bytes; or a protobufjs message type whose
+   * `(conveyor.v1.task)` option names the task type and version, with `payload` a message
+   * (or plain object) that it encodes: `enqueue('email', SendEmail, {to: 'ada@example.com'})`.
    * @param {string} queue
-   * @param {string} taskType
-   * @param {Buffer | Uint8Array | string} [payload] a string is sent as UTF-8
+   * @param {string | import('./contracts.js').MessageType} taskType
+   * @param {Buffer | Uint8Array | string | object} [payload] a string is sent as UTF-8
    * @param {EnqueueOptions} [options]
    * @returns {Promise<{jobId: string, deduplicated: boolean, state: string}>}
    */
   async enqueue(queue, taskType, payload = Buffer.alloc(0), options = {}) {
-    const job = jobSpec(queue, taskType, payload, options);
-    return this.#call('Enqueue', { job });
+    if (isMessageType(taskType)) {
+      const { name, version } = contractOf(taskType);
+      if (options.taskVersion !== undefined && options.taskVersion !== version) {
+        throw new TypeError(
+          `taskVersion '${options.taskVersion}' contradicts the message type's option ` +
+            `(${version}); leave it out`,
+        );
+      }
+      const message = taskType.fromObject(/** @type {object} */ (payload));
+      const bytes = Buffer.from(taskType.encode(message).finish());
+      return this.#call('Enqueue', {
+        job: jobSpec(queue, name, bytes, { ...options, taskVersion: version }),
+      });
+    }
+    return this.#call('Enqueue', { job: jobSpec(queue, taskType, payload, options) });
   }
 
   /**
@@ -121,6 +141,7 @@ function jobSpec(queue, taskType, payload, options) {
   const spec = {
     queue,
     taskType,
+    taskVersion: options.taskVersion ?? '',
     payload: Buffer.from(/** @type {any} */ (payload)),
     priority: options.priority ?? 0,
     maxAttempts: options.maxAttempts ?? 0, // 0: the queue's default

@@ -34,6 +34,8 @@ export class Retry extends Error {
  * One attempt of one job, as its handler sees it. `signal` aborts when the handler should
  * stop: the job was cancelled, its lease was lost, its timeout passed, or the worker is
  * shutting down past its grace period. Pass it on (fetch, timers) or check `cancelled`.
+ * `taskVersion` is the contract version the producer named ('' if none); `message` is the
+ * payload decoded by the handler's message type or `decode` function (null without one).
  */
 export class JobContext {
   /** @type {Buffer | null} the newest checkpoint of this attempt */
@@ -47,17 +49,31 @@ export class JobContext {
    * @param {string} job.jobId
    * @param {string} job.queue
    * @param {string} job.taskType
+   * @param {string} job.taskVersion '' when the job names no contract version
    * @param {Buffer} job.payload
    * @param {number} job.attempt 1-based
    * @param {number} job.maxAttempts
    * @param {Buffer | null} job.checkpoint what an earlier attempt saved, if anything
    * @param {string | null} job.parentJobId
    */
-  constructor({ jobId, queue, taskType, payload, attempt, maxAttempts, checkpoint, parentJobId }) {
+  constructor({
+    jobId,
+    queue,
+    taskType,
+    taskVersion,
+    payload,
+    attempt,
+    maxAttempts,
+    checkpoint,
+    parentJobId,
+  }) {
     this.jobId = jobId;
     this.queue = queue;
     this.taskType = taskType;
+    this.taskVersion = taskVersion;
     this.payload = payload;
+    /** @type {unknown} set by the worker before the handler runs, when the task decodes */
+    this.message = null;
     this.attempt = attempt;
     this.maxAttempts = maxAttempts;
     this.checkpoint = checkpoint;

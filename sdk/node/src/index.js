@@ -2,6 +2,7 @@
 
 export { Client } from './client.js';
 export { JobContext, NonRetryableError, Retry } from './context.js';
+export { contractOf, loadContracts, parseVersion } from './contracts.js';
 export { codeName, ConveyorError } from './errors.js';
 export { DEFAULT_PROTO_PATH } from './proto.js';
 export { JobStoppedError, StopReason } from './running.js';

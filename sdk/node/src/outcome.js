@@ -8,6 +8,7 @@ import { durationOf } from './proto.js';
 export const CANCELLED_ERROR_TYPE = 'Cancelled';
 export const TIMEOUT_ERROR_TYPE = 'HandlerTimeout';
 export const UNKNOWN_TASK_ERROR_TYPE = 'UnknownTaskType';
+export const PAYLOAD_DECODE_ERROR_TYPE = 'PayloadDecodeError';
 // The coordinator keeps this much of an error message; sending more is wasted bytes.
 export const MAX_ERROR_MESSAGE = 16 * 1024;
 
@@ -83,7 +84,9 @@ export function failureReceipt(job, error) {
  * @param {any} job
  * @param {string} type one of the error types above
  * @param {string} message
+ * @param {{nonRetryable?: boolean}} [options]
  */
-export function workerFailureReceipt(job, type, message) {
-  return receipt(job, 'OUTCOME_FAILURE', { error: { message, type, nonRetryable: false } });
+export function workerFailureReceipt(job, type, message, { nonRetryable = false } = {}) {
+  const error = { message: message.slice(0, MAX_ERROR_MESSAGE), type, nonRetryable };
+  return receipt(job, 'OUTCOME_FAILURE', { error });
 }

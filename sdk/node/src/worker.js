@@ -18,11 +18,13 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 
 import { JobContext } from './context.js';
+import { contractOf, isMessageType, parseVersion } from './contracts.js';
 import { codeName } from './errors.js';
 import { Heartbeats } from './heartbeats.js';
 import {
   CANCELLED_ERROR_TYPE,
   failureReceipt,
+  PAYLOAD_DECODE_ERROR_TYPE,
   receipt,
   resultBytes,
   TIMEOUT_ERROR_TYPE,
@@ -48,6 +50,24 @@ const STOPPED = Symbol('stopped');
  * @typedef {(job: Job) => Promise<Result> | Result} Handler
  * @typedef {import('./receipts.js').Logger} Logger
  * @typedef {import('./outcome.js').ReceiptRequest} ReceiptRequest
+ * @typedef {import('./contracts.js').MessageType} MessageType
+ */
+
+/**
+ * @typedef {object} TaskOptions
+ * @property {number} [timeoutMs] fail an attempt that runs longer (retryably)
+ * @property {string} [version] the contract version (MAJOR.MINOR.PATCH) the handler implements
+ * @property {(payload: Buffer) => unknown} [decode] turns the payload into `job.message`
+ */
+
+/**
+ * One registered handler.
+ * @typedef {object} Task
+ * @property {Handler} handler
+ * @property {number | undefined} timeoutMs
+ * @property {string} version the contract version it implements; '' takes every version
+ * @property {number | null} major of `version`; null when unversioned
+ * @property {((payload: Buffer) => unknown) | null} decode
  */
 
 /**
@@ -63,6 +83,9 @@ const STOPPED = Symbol('stopped');
  * @property {number} [receiptBatchSize] ... or until this many are pending (100)
  * @property {number} [receiptRetryForMs] how long receipts are retried while the coordinator
  *   is unreachable (30 s)
+ * @property {boolean} [declareTaskTypes] name the handlers' task types and versions in every
+ *   Lease, so that the coordinator hands out only jobs this worker can run (default true;
+ *   false: any job of the queues)
  * @property {string} [protoPath] directory holding conveyor/v1/coordinator.proto
  * @property {import('@grpc/grpc-js').ChannelCredentials} [credentials] for TLS
  * @property {Logger} [logger] default: warnings and errors to stderr, no info lines
@@ -84,7 +107,8 @@ const WARNINGS_TO_STDERR = {
  * by the job's policy.
  */
 export class Worker {
-  /** @type {Map<string, {handler: Handler, timeoutMs: number | undefined}>} */
+  // Per task type, one handler, or one per major version (highest first).
+  /** @type {Map<string, Task[]>} */
   #tasks = new Map();
   // Keyed by lease token: after a lost lease the same job may be leased here again while the
   // abandoned attempt is still winding down.
@@ -110,19 +134,60 @@ export class Worker {
 
   /**
    * Registers `handler` for `taskType`. `timeoutMs` fails an attempt that runs longer
-   * (retryably) and aborts its signal.
-   * @param {string} taskType
+   * (retryably) and aborts its signal. `version` names the contract version the handler
+   * implements; `decode` turns each payload into `job.message` first (a payload it throws on
+   * fails the job for good).
+   *
+   * `taskType` may instead be a protobufjs message type whose `(conveyor.v1.task)` option
+   * names the task type and version; payloads are then decoded with it.
+   *
+   * One task type may have several handlers, one per MAJOR version: a job goes to the one of
+   * its task_version's major, a job without a version to the highest.
+   * @param {string | MessageType} taskType
    * @param {Handler} handler
-   * @param {{timeoutMs?: number}} [options]
+   * @param {TaskOptions} [options]
    * @returns {this}
    */
-  task(taskType, handler, { timeoutMs } = {}) {
-    if (this.#tasks.has(taskType)) throw new Error(`task type '${taskType}' already has a handler`);
+  task(taskType, handler, { timeoutMs, version, decode } = {}) {
     if (typeof handler !== 'function') throw new TypeError('a handler must be a function');
     if (timeoutMs !== undefined && !(timeoutMs > 0)) {
       throw new RangeError(`timeoutMs must be a positive number, got ${timeoutMs}`);
     }
-    this.#tasks.set(taskType, { handler, timeoutMs });
+    if (decode !== undefined && typeof decode !== 'function') {
+      throw new TypeError('decode must be a function from the payload (a Buffer) to a message');
+    }
+    let name;
+    if (isMessageType(taskType)) {
+      if (version !== undefined || decode !== undefined) {
+        throw new TypeError('a message type brings its own version and decoding; pass neither');
+      }
+      const type = taskType;
+      ({ name, version } = contractOf(type));
+      decode = (payload) => type.decode(payload);
+    } else if (typeof taskType === 'string' && taskType !== '') {
+      name = taskType;
+    } else {
+      throw new TypeError('a task type is a name or a protobufjs message type');
+    }
+    // Parsed now, so that a malformed version fails here rather than at the first job.
+    const major = version === undefined ? null : parseVersion(version).major;
+    const existing = this.#tasks.get(name) ?? [];
+    for (const other of existing) {
+      if (other.major === null || major === null) {
+        throw new Error(`task type '${name}' already has a handler`);
+      }
+      if (other.major === major) {
+        throw new Error(
+          `task type '${name}' already has a handler for major version ${major} ` +
+            `(${other.version}); register one handler per major version`,
+        );
+      }
+    }
+    /** @type {Task} */
+    const task = { handler, timeoutMs, version: version ?? '', major, decode: decode ?? null };
+    // Highest major first: a job without a task_version goes to the newest contract.
+    const tasks = [...existing, task].sort((a, b) => (b.major ?? 0) - (a.major ?? 0));
+    this.#tasks.set(name, tasks);
     return this;
   }
 
@@ -247,7 +312,13 @@ export class Worker {
    */
   async #lease(stub, free) {
     const { workerId, queues, leaseWaitMs } = this.config;
-    const request = { workerId, queues, maxJobs: free, wait: durationOf(leaseWaitMs) };
+    const request = {
+      workerId,
+      queues,
+      maxJobs: free,
+      wait: durationOf(leaseWaitMs),
+      taskTypes: this.#declaredTaskTypes(),
+    };
     let reply;
     try {
       reply = await unary(stub, 'Lease', request, {
@@ -267,12 +338,24 @@ export class Worker {
     return reply.jobs;
   }
 
+  /**
+   * The TaskTypeRefs of a Lease: an unversioned handler (version '') takes every version.
+   * @returns {{name: string, version: string}[]}
+   */
+  #declaredTaskTypes() {
+    if (!this.config.declareTaskTypes) return [];
+    return [...this.#tasks].flatMap(([name, tasks]) =>
+      tasks.map(({ version }) => ({ name, version })),
+    );
+  }
+
   /** @param {any} job a LeasedJob */
   #start(job) {
     const context = new JobContext({
       jobId: job.jobId,
       queue: job.queue,
       taskType: job.taskType,
+      taskVersion: job.taskVersion,
       payload: job.payload,
       attempt: job.attempt,
       maxAttempts: job.maxAttempts,
@@ -318,14 +401,21 @@ export class Worker {
    */
   async #runHandler(running) {
     const { job, context } = running;
-    const task = this.#tasks.get(job.taskType);
-    if (!task) {
-      return workerFailureReceipt(
-        job,
-        UNKNOWN_TASK_ERROR_TYPE,
-        `no handler for task type '${job.taskType}' in this worker; register one with ` +
-          'worker.task(...) or route the task to another queue',
-      );
+    const task = this.#taskFor(job);
+    if (!task) return unknownTaskReceipt(job, this.#tasks.get(job.taskType) ?? []);
+    if (task.decode !== null) {
+      try {
+        context.message = task.decode(job.payload);
+      } catch (/** @type {any} */ error) {
+        // Non-retryable: the same bytes will not decode any better on the next attempt.
+        return workerFailureReceipt(
+          job,
+          PAYLOAD_DECODE_ERROR_TYPE,
+          `the payload of job ${job.jobId} (task '${job.taskType}', version ` +
+            `${job.taskVersion || 'none'}) does not decode: ${error?.message ?? error}`,
+          { nonRetryable: true },
+        );
+      }
     }
     const timer =
       task.timeoutMs === undefined
@@ -350,6 +440,24 @@ export class Worker {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The handler of the job's task type at its contract's major version.
+   * @param {any} job a LeasedJob
+   * @returns {Task | undefined}
+   */
+  #taskFor(job) {
+    const tasks = this.#tasks.get(job.taskType);
+    if (!tasks) return undefined;
+    if (tasks[0].major === null || !job.taskVersion) return tasks[0];
+    let major;
+    try {
+      major = parseVersion(job.taskVersion).major;
+    } catch {
+      return undefined; // the coordinator validates versions; this is only defensive
+    }
+    return tasks.find((task) => task.major === major);
   }
 
   /**
@@ -429,6 +537,23 @@ function receiptAfterStop(running) {
 }
 
 /**
+ * The failure for a job this worker has no handler for (at its version). Retryable: another
+ * worker of the queue may have one.
+ * @param {any} job a LeasedJob
+ * @param {Task[]} tasks the handlers of its task type, if any
+ */
+function unknownTaskReceipt(job, tasks) {
+  const message =
+    tasks.length === 0
+      ? `no handler for task type '${job.taskType}' in this worker; register one with ` +
+        'worker.task(...) or route the task to another queue'
+      : `no handler for task type '${job.taskType}' at version '${job.taskVersion}' in this ` +
+        `worker (it has ${tasks.map((task) => task.version).join(', ')}); register one for ` +
+        'that major version';
+  return workerFailureReceipt(job, UNKNOWN_TASK_ERROR_TYPE, message);
+}
+
+/**
  * @param {WorkerOptions} options
  */
 function workerConfig(options) {
@@ -443,6 +568,7 @@ function workerConfig(options) {
     receiptFlushMs: options.receiptFlushMs ?? 2,
     receiptBatchSize: options.receiptBatchSize ?? 100,
     receiptRetryForMs: options.receiptRetryForMs ?? 30_000,
+    declareTaskTypes: options.declareTaskTypes ?? true,
     protoPath: options.protoPath,
     credentials: options.credentials,
   };
