@@ -1,15 +1,19 @@
-"""Shared fixtures: a real coordinator on a loopback port over a real SQLite file."""
+"""Shared fixtures: a real coordinator on a loopback port over a real SQLite file, driven by a
+fake clock (`coordinator`, `stub`) or on real time (`live_coordinator`, `client`,
+`start_worker`: a worker's heartbeats, long-polls and retry delays run on real time)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from conveyor import Client, Worker
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
-from conveyor_server.core.clock import FakeClock
+from conveyor_server.core.clock import FakeClock, SystemClock
 from conveyor_server.main import Coordinator
 
 
@@ -49,3 +53,35 @@ async def channel(coordinator: Coordinator) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> rpc.CoordinatorServiceStub:
     return rpc.CoordinatorServiceStub(channel)
+
+
+@pytest.fixture
+async def live_coordinator(server_config: ServerConfig) -> AsyncIterator[Coordinator]:
+    """A coordinator on the system clock, for SDK workers and processes that live in real time."""
+    coord = await Coordinator.start(server_config, clock=SystemClock())
+    try:
+        yield coord
+    finally:
+        await coord.stop(grace=1.0)
+
+
+@pytest.fixture
+async def client(live_coordinator: Coordinator) -> AsyncIterator[Client]:
+    async with Client(live_coordinator.address) as c:
+        yield c
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[[Worker], asyncio.Task[None]]]:
+    """Starts `worker.run()` in a task; stops it (and waits) at the end of the test."""
+    started: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(worker: Worker) -> asyncio.Task[None]:
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task))
+        return task
+
+    yield start
+    for worker, task in started:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)

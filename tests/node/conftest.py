@@ -6,35 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from conveyor import Client
-from conveyor_server.config import ServerConfig
-from conveyor_server.core.clock import SystemClock
 from conveyor_server.main import Coordinator
 from node_support import WORKER_SCRIPT, NodeWorker, SpawnNode, StartNodeWorker
-
-
-@pytest.fixture
-async def live_coordinator(tmp_path: Path) -> AsyncIterator[Coordinator]:
-    config = ServerConfig(
-        db_url=f"sqlite:///{tmp_path / 'conveyor.db'}",
-        listen="127.0.0.1:0",
-        log_level="warning",
-        sqlite_synchronous="NORMAL",
-    )
-    coord = await Coordinator.start(config, clock=SystemClock())
-    try:
-        yield coord
-    finally:
-        await coord.stop(grace=1.0)
-
-
-@pytest.fixture
-async def client(live_coordinator: Coordinator) -> AsyncIterator[Client]:
-    async with Client(live_coordinator.address) as c:
-        yield c
 
 
 @pytest.fixture

@@ -1,8 +1,5 @@
-"""SDK end-to-end fixtures: a real coordinator on a loopback port, on real time.
-
-The shared fixtures in tests/conftest.py drive the coordinator with a fake clock; a worker's
-heartbeats, lease long-polls and retry delays run on real time, so these tests use the
-system clock instead."""
+"""SDK fixtures beyond the shared ones in tests/conftest.py (`live_coordinator`, `client`,
+`start_worker`): the test contract protos, compiled for the session."""
 
 from __future__ import annotations
 
@@ -10,55 +7,14 @@ import asyncio
 import importlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conveyor import Client, Worker
-from conveyor_server.config import ServerConfig
-from conveyor_server.core.clock import SystemClock
-from conveyor_server.main import Coordinator
-
-
-@pytest.fixture
-async def live_coordinator(tmp_path: Path) -> AsyncIterator[Coordinator]:
-    config = ServerConfig(
-        db_url=f"sqlite:///{tmp_path / 'conveyor.db'}",
-        listen="127.0.0.1:0",
-        log_level="warning",
-        sqlite_synchronous="NORMAL",
-    )
-    coord = await Coordinator.start(config, clock=SystemClock())
-    try:
-        yield coord
-    finally:
-        await coord.stop(grace=1.0)
-
-
-@pytest.fixture
-async def client(live_coordinator: Coordinator) -> AsyncIterator[Client]:
-    async with Client(live_coordinator.address) as c:
-        yield c
-
+from conveyor import Worker
 
 RunWorker = Callable[[Worker], Awaitable[asyncio.Task[None]]]
-
-
-@pytest.fixture
-async def start_worker() -> AsyncIterator[Callable[[Worker], asyncio.Task[None]]]:
-    """Starts `worker.run()` in a task; stops it (and waits) at the end of the test."""
-    started: list[tuple[Worker, asyncio.Task[None]]] = []
-
-    def start(worker: Worker) -> asyncio.Task[None]:
-        task = asyncio.create_task(worker.run())
-        started.append((worker, task))
-        return task
-
-    yield start
-    for worker, task in started:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=10)
 
 
 _REPO = Path(__file__).resolve().parents[2]
