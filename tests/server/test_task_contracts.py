@@ -367,3 +367,19 @@ async def test_stats_count_jobs_no_seen_worker_can_take(stub: rpc.CoordinatorSer
     # 1.0.0 (major 1) and 2.1.0 (newer minor) wait for a compatible worker.
     assert queue.stats.available == 2
     assert queue.stats.awaiting_compatible_worker == 2
+
+
+async def test_a_worker_of_several_types_gets_them_in_dispatch_order(
+    stub: rpc.CoordinatorServiceStub,
+) -> None:
+    for task_type, priority in (("a", 0), ("b", 5), ("a", 9), ("c", 7)):
+        job = pb.JobSpec(queue=QUEUE, task_type=task_type, priority=priority)
+        await stub.Enqueue(pb.EnqueueRequest(job=job))
+    leased = await lease_for(stub, [("a", ""), ("b", "1.0.0")])
+    assert [(j.task_type, j.job_id != "") for j in leased] == [
+        ("a", True),
+        ("b", True),
+        ("a", True),
+    ]
+    jobs = [await stub.GetJob(pb.GetJobRequest(job_id=j.job_id)) for j in leased]
+    assert [j.priority for j in jobs] == [9, 5, 0]

@@ -24,29 +24,33 @@ ANY_TASK_TYPE = "*"
 ANY_VERSION = -1
 
 
-def runnable_by(refs: Sequence[TaskTypeRef]) -> sa.ColumnElement[bool]:
-    """Jobs a worker declaring `refs` may take: its task types; of a versioned job, only
-    where the worker has the same major version at that minor.patch or later."""
-    clauses: list[sa.ColumnElement[bool]] = []
+def runnable_by_type(refs: Sequence[TaskTypeRef]) -> list[sa.ColumnElement[bool]]:
+    """Jobs a worker declaring `refs` may take, one clause per task type: jobs of that type;
+    of a versioned job, only where the worker has the same major version at that minor.patch
+    or later (or declared the type without a version)."""
+    by_name: dict[str, list[Version | None]] = {}
     for ref in refs:
-        if ref.version is None:
-            clauses.append(jobs.c.task_type == ref.name)
+        by_name.setdefault(ref.name, []).append(ref.version)
+    clauses: list[sa.ColumnElement[bool]] = []
+    for name, versions in by_name.items():
+        if None in versions:
+            clauses.append(jobs.c.task_type == name)
             continue
-        v = ref.version
-        compatible = sa.and_(
-            jobs.c.version_major == v.major,
-            sa.or_(
-                jobs.c.version_minor < v.minor,
-                sa.and_(jobs.c.version_minor == v.minor, jobs.c.version_patch <= v.patch),
-            ),
-        )
+        compatible = [_runs(v) for v in versions if v is not None]
         clauses.append(
-            sa.and_(
-                jobs.c.task_type == ref.name,
-                sa.or_(jobs.c.version_major.is_(None), compatible),
-            )
+            sa.and_(jobs.c.task_type == name, sa.or_(jobs.c.version_major.is_(None), *compatible))
         )
-    return sa.or_(*clauses)
+    return clauses
+
+
+def _runs(v: Version) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        jobs.c.version_major == v.major,
+        sa.or_(
+            jobs.c.version_minor < v.minor,
+            sa.and_(jobs.c.version_minor == v.minor, jobs.c.version_patch <= v.patch),
+        ),
+    )
 
 
 class WorkerDeclarations:

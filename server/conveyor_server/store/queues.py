@@ -162,8 +162,8 @@ class _QueuePlan:
 
     name: str
     row: Any
-    # Only jobs the leasing worker implements (None: any job).
-    runnable: sa.ColumnElement[bool] | None = None
+    # Only jobs the leasing worker implements, one clause per task type (None: any job).
+    runnable: list[sa.ColumnElement[bool]] | None = None
     queue_tokens: float | None = None
     key_tokens: dict[str, float] = field(default_factory=dict)
     candidates: list[tuple[int, int, str, tuple[str, str | None]]] = field(default_factory=list)
@@ -185,7 +185,7 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
     plans: list[_QueuePlan] = []
     retry_ats: list[Micros] = []
     rate_blocked: set[str] = set()
-    runnable = contracts_sql.runnable_by(params.task_types) if params.task_types else None
+    runnable = contracts_sql.runnable_by_type(params.task_types) if params.task_types else None
     for name in params.queues:
         row = rows.get(name)
         if row is None or row.paused:
@@ -249,10 +249,8 @@ def _pick_candidates(
 ) -> None:
     key_limit = _limit(plan.row.key_rate, plan.row.key_burst)
     if key_limit is None:
-        result = conn.execute(
-            dialects.dispatch_candidates(conn.dialect, plan.name, allowance, runnable=plan.runnable)
-        )
-        plan.candidates = [(-r.priority, r.run_at, r.id, (plan.name, None)) for r in result]
+        rows = _candidate_rows(conn, plan, allowance)
+        plan.candidates = [(-r.priority, r.run_at, r.id, (plan.name, None)) for r in rows]
         return
     buckets = conn.execute(
         sa.select(
@@ -269,17 +267,8 @@ def _pick_candidates(
             exhausted.append(key)
             retry_ats.append(throttle.next_token_at(key_limit, level, now))
     scan = min(allowance * _KEYED_SCAN_FACTOR, 1000)
-    result = conn.execute(
-        dialects.dispatch_candidates(
-            conn.dialect,
-            plan.name,
-            scan,
-            skip_keys=exhausted[:_MAX_EXCLUDED_KEYS],
-            runnable=plan.runnable,
-        )
-    )
     taken: Counter[str] = Counter()
-    for row in result:
+    for row in _candidate_rows(conn, plan, scan, exhausted[:_MAX_EXCLUDED_KEYS]):
         if len(plan.candidates) >= allowance:
             break
         key = row.throttle_key
@@ -289,6 +278,28 @@ def _pick_candidates(
                 continue
             taken[key] += 1
         plan.candidates.append((-row.priority, row.run_at, row.id, (plan.name, key)))
+
+
+def _candidate_rows(
+    conn: Connection, plan: _QueuePlan, limit: int, skip_keys: Sequence[str] = ()
+) -> list[Any]:
+    """The queue's next `limit` runnable jobs in dispatch order. A worker's task types are
+    looked up one by one, each on the (queue, task_type) index, then merged: one query for all
+    would walk past every job of other types at the head of the queue."""
+    if plan.runnable is None:
+        return list(
+            conn.execute(dialects.dispatch_candidates(conn.dialect, plan.name, limit, skip_keys))
+        )
+    rows = [
+        row
+        for clause in plan.runnable
+        for row in conn.execute(
+            dialects.dispatch_candidates(conn.dialect, plan.name, limit, skip_keys, clause)
+        )
+    ]
+    if len(plan.runnable) > 1:
+        rows.sort(key=lambda r: (-r.priority, r.run_at, r.id))
+    return rows[:limit]
 
 
 def record_dispatch(conn: Connection, plan: DispatchPlan, now: Micros) -> None:

@@ -65,6 +65,18 @@ sa.Index(
     sqlite_where=jobs.c.state == AVAILABLE,
     postgresql_where=jobs.c.state == AVAILABLE,
 )
+# The same per task type, for workers that declare theirs: their leases seek straight to
+# the jobs they may take.
+sa.Index(
+    "ix_jobs_dispatch_type",
+    jobs.c.queue,
+    jobs.c.task_type,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    sqlite_where=jobs.c.state == AVAILABLE,
+    postgresql_where=jobs.c.state == AVAILABLE,
+)
 sa.Index(
     "ix_jobs_scheduled",
     jobs.c.run_at,

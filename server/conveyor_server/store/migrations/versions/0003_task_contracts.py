@@ -22,6 +22,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("version_major", sa.Integer))
         batch.add_column(sa.Column("version_minor", sa.Integer))
         batch.add_column(sa.Column("version_patch", sa.Integer))
+    available = "state = 2"
+    op.create_index(
+        "ix_jobs_dispatch_type",
+        "jobs",
+        ["queue", "task_type", sa.text("priority DESC"), "run_at", "id"],
+        sqlite_where=sa.text(available),
+        postgresql_where=sa.text(available),
+    )
     with op.batch_alter_table("queues") as batch:
         batch.add_column(
             sa.Column("strict_task_types", sa.Boolean, nullable=False, server_default=sa.false())
@@ -55,6 +63,7 @@ def downgrade() -> None:
     op.drop_table("task_types")
     with op.batch_alter_table("queues") as batch:
         batch.drop_column("strict_task_types")
+    op.drop_index("ix_jobs_dispatch_type", "jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("version_patch")
         batch.drop_column("version_minor")
