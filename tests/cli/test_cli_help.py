@@ -9,7 +9,7 @@ import pytest
 from cli_support import run_cli
 from conveyor_server.cli import build_parser
 
-GROUPS = ["worker", "enqueue", "jobs", "queues", "schedules"]
+GROUPS = ["worker", "enqueue", "jobs", "queues", "schedules", "task-types", "conformance"]
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -12,7 +12,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from conveyor.models import Job, JobError, JobState, Queue, RateLimit, RetryPolicy, Schedule
+from conveyor.models import (
+    Job,
+    JobError,
+    JobState,
+    Queue,
+    RateLimit,
+    RetryPolicy,
+    Schedule,
+    TaskType,
+)
 
 # -- JSON ------------------------------------------------------------------------------------
 
@@ -288,4 +297,35 @@ def schedules_table(schedules: Iterable[Schedule]) -> str:
             )
             for s in schedules
         ),
+    )
+
+
+def task_type_json(task_type: TaskType) -> dict[str, Any]:
+    """The descriptors as the names of their files: the bytes are for machines that have
+    the RPC, not for a terminal."""
+    return {
+        "name": task_type.name,
+        "version": task_type.version,
+        "message_type": task_type.message_type,
+        "files": [file.name for file in task_type.descriptors.file],
+        "registered_at": to_json(task_type.registered_at),
+    }
+
+
+def task_type_text(task_type: TaskType) -> str:
+    return fields(
+        [
+            ("name", task_type.name),
+            ("version", task_type.version),
+            ("message_type", task_type.message_type),
+            ("files", ", ".join(file.name for file in task_type.descriptors.file)),
+            ("registered_at", when(task_type.registered_at)),
+        ]
+    )
+
+
+def task_types_table(task_types: Iterable[TaskType]) -> str:
+    return table(
+        ["NAME", "VERSION", "MESSAGE_TYPE", "REGISTERED_AT"],
+        [(t.name, t.version, t.message_type, when(t.registered_at)) for t in task_types],
     )

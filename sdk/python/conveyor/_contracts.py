@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
 from google.protobuf.message import Message
 
@@ -103,3 +104,33 @@ def decode(message_class: type[Message], payload: bytes) -> Any:
     message = message_class()
     message.ParseFromString(payload)
     return message
+
+
+def message_class_from_set(descriptors: FileDescriptorSet, message_type: str) -> type[Message]:
+    """A message class built from a descriptor set (what `protoc --include_imports
+    --descriptor_set_out` or `buf build` writes), for registering a contract without
+    generated Python code. ValueError says what is missing."""
+    pool = descriptor_pool.DescriptorPool()
+    by_name = {file.name: file for file in descriptors.file}
+    added: set[str] = set()
+
+    def add(file: FileDescriptorProto) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependency:
+            if dependency not in by_name:
+                raise ValueError(
+                    f"{file.name} imports {dependency}, which the descriptor set lacks: "
+                    "build it with --include_imports"
+                )
+            add(by_name[dependency])
+        pool.Add(file)
+        added.add(file.name)
+
+    for file in descriptors.file:
+        add(file)
+    try:
+        descriptor = pool.FindMessageTypeByName(message_type)
+    except KeyError:
+        raise ValueError(f"the descriptor set has no message {message_type}") from None
+    return message_factory.GetMessageClass(descriptor)

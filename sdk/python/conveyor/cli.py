@@ -23,7 +23,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
+from google.protobuf.message import DecodeError
+
 from conveyor import _cli_output as out
+from conveyor import _contracts
 from conveyor.client import DEFAULT_ADDRESS, Client
 from conveyor.errors import ConveyorError, WaitTimeout
 from conveyor.models import Job, JobSpec, JobState, MisfirePolicy, OverlapPolicy, RateLimit
@@ -50,8 +54,8 @@ class UsageError(Exception):
 
 
 def add_client_commands(commands: Commands) -> None:
-    """Adds `worker`, `enqueue`, `jobs`, `queues`, `schedules` and `conformance` to the
-    `conveyor` parser."""
+    """Adds `worker`, `enqueue`, `jobs`, `queues`, `schedules`, `task-types` and
+    `conformance` to the `conveyor` parser."""
     common = _connection_options()
     _add_worker(commands)
     _add_conformance(commands)
@@ -59,6 +63,7 @@ def add_client_commands(commands: Commands) -> None:
     _add_jobs(commands, common)
     _add_queues(commands, common)
     _add_schedules(commands, common)
+    _add_task_types(commands, common)
 
 
 # -- running a command -----------------------------------------------------------------------
@@ -1095,4 +1100,92 @@ async def _schedules_pause(client: Client, args: argparse.Namespace) -> int:
 async def _schedules_resume(client: Client, args: argparse.Namespace) -> int:
     schedule = await client.resume_schedule(args.name)
     _emit(args, schedule, out.schedule_text(schedule))
+    return 0
+
+
+# -- task-types ----------------------------------------------------------------------------
+
+
+def _add_task_types(commands: Commands, common: argparse.ArgumentParser) -> None:
+    task_types = _group(
+        commands,
+        "task-types",
+        "register and inspect versioned task contracts",
+        "Task contracts: protobuf messages declaring (conveyor.v1.task) = {name, version}. Once "
+        "a version is registered, Enqueue checks that its payloads are that message.",
+    )
+    register = _command(
+        task_types,
+        "register",
+        "register one version of a task contract",
+        description="Register MESSAGE_TYPE from a descriptor set, so that no generated "
+        "Python code is needed (any language's contracts can be registered). Its name and "
+        "version come from the message's (conveyor.v1.task) option unless given.",
+        example="conveyor task-types register acme.email.v1.SendEmail --descriptor-set email.binpb",
+        common=common,
+        action=_task_types_register,
+    )
+    register.add_argument(
+        "message_type", metavar="MESSAGE_TYPE", help="full message name, package included"
+    )
+    register.add_argument(
+        "--descriptor-set",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="from `protoc --include_imports --descriptor_set_out=FILE ...` or `buf build -o FILE`",
+    )
+    register.add_argument("--name", help="task type name (default: from the task option)")
+    register.add_argument("--version", help="MAJOR.MINOR.PATCH (default: from the task option)")
+    get = _command(
+        task_types,
+        "get",
+        "show one registered version (the highest without --version)",
+        example="conveyor task-types get send_email --version 1.2.0",
+        common=common,
+        action=_task_types_get,
+    )
+    get.add_argument("name", metavar="NAME", help="task type name")
+    get.add_argument("--version", default="", help="MAJOR.MINOR.PATCH (default: the highest)")
+    _command(
+        task_types,
+        "list",
+        "list every registered version",
+        example="conveyor task-types list",
+        common=common,
+        action=_task_types_list,
+    )
+
+
+async def _task_types_register(client: Client, args: argparse.Namespace) -> int:
+    try:
+        descriptors = FileDescriptorSet.FromString(args.descriptor_set.read_bytes())
+    except OSError as error:
+        raise UsageError(f"cannot read --descriptor-set: {error}") from None
+    except DecodeError:
+        raise UsageError(f"{args.descriptor_set} is not a FileDescriptorSet") from None
+    try:
+        message_class = _contracts.message_class_from_set(descriptors, args.message_type)
+        task_type = await client.register_task_type(
+            message_class, name=args.name, version=args.version
+        )
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    _emit(args, out.task_type_json(task_type), out.task_type_text(task_type))
+    return 0
+
+
+async def _task_types_get(client: Client, args: argparse.Namespace) -> int:
+    task_type = await client.get_task_type(args.name, args.version)
+    _emit(args, out.task_type_json(task_type), out.task_type_text(task_type))
+    return 0
+
+
+async def _task_types_list(client: Client, args: argparse.Namespace) -> int:
+    page = await client.list_task_types(page_size=_PAGE_SIZE)
+    found = list(page.task_types)
+    while page.next_page_token:
+        page = await client.list_task_types(page_size=_PAGE_SIZE, page_token=page.next_page_token)
+        found.extend(page.task_types)
+    _emit(args, [out.task_type_json(t) for t in found], out.task_types_table(found))
     return 0
