@@ -82,7 +82,7 @@ class Coordinator:
             ]
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
-        queues = QueueService(store, clock, wakeups)
+        queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
         schedules = ScheduleService(store, clock, cron_alarm)
         rpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(

@@ -160,6 +160,20 @@ async def test_raising_a_rate_limit_wakes_a_long_poll_on_an_empty_bucket(
     assert len((await asyncio.wait_for(waiting, 3)).jobs) == 1
 
 
+async def test_a_lease_right_after_a_limit_is_raised_sees_the_new_limit(
+    stub: rpc.CoordinatorServiceStub, clock: FakeClock
+) -> None:
+    slow = pb.RateLimit(rate=0.001, burst=1)
+    await set_queue(stub, pb.Queue(name="api", rate_limit=slow), "rate_limit")
+    await fill(stub, 2)
+    assert len(await lease(stub)) == 1  # took the only token: dry for 1,000 s
+    assert await lease(stub) == []
+    fast = pb.RateLimit(rate=100, burst=10)
+    await set_queue(stub, pb.Queue(name="api", rate_limit=fast), "rate_limit")
+    clock.advance(1)
+    assert len(await lease(stub)) == 1
+
+
 async def test_paused_queue_holds_jobs_and_resume_wakes_a_long_poll(
     stub: rpc.CoordinatorServiceStub,
 ) -> None:

@@ -75,6 +75,8 @@ class JobService:
         self._scheduled_alarm = scheduled_alarm
         self._expiry_alarm = expiry_alarm
         self._stopping = asyncio.Event()
+        # Queue -> when its bucket next holds a token, as the last claim here found it.
+        self._dry_until: dict[str, Micros] = {}
 
     def stop_waiting(self) -> None:
         """Ends every long-poll at once (shutdown): they return what they have, usually nothing."""
@@ -146,7 +148,7 @@ class JobService:
                     now=self._clock.now(),
                     task_types=task_types,
                 )
-                batch = await self._claim(params)
+                batch = self._known_dry(params) or await self._claim(params)
                 leased = batch.jobs
                 remaining = deadline - loop.time()
                 if leased or remaining <= 0 or self._stopping.is_set():
@@ -155,7 +157,7 @@ class JobService:
                     # A rate limit held work back: look again when its bucket refills.
                     until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
                     remaining = min(remaining, max(until_tokens, 0.001))
-                await self._wait_for_work(subscription, batch.rate_blocked, remaining)
+                await self._wait_for_work(subscription, frozenset(batch.dry_until), remaining)
         for job in leased:
             log.info(
                 "job.leased",
@@ -169,7 +171,7 @@ class JobService:
         return leased
 
     async def _wait_for_work(
-        self, subscription: Subscription, rate_blocked: frozenset[str], seconds: float
+        self, subscription: Subscription, dry: frozenset[str], seconds: float
     ) -> None:
         """Sleeps until news in a queue could let this long-poll lease something."""
         loop = asyncio.get_running_loop()
@@ -177,7 +179,7 @@ class JobService:
         while await _first_of(subscription.event, self._stopping, until - loop.time()):
             if self._stopping.is_set() or subscription.urgent:
                 return
-            if not subscription.fired <= rate_blocked:
+            if not subscription.fired <= dry:
                 return
             # Receipts and enqueues in a queue whose bucket is empty change nothing before its
             # next token, which `seconds` already ends at: looking again would only cost a
@@ -185,18 +187,40 @@ class JobService:
             subscription.event.clear()
             subscription.fired.clear()
 
+    def _known_dry(self, params: LeaseParams) -> LeaseBatch | None:
+        """An empty batch, without asking the store, when an earlier claim here left every
+        queue asked for without a token until later: a worker that just took a bucket's last
+        token would otherwise pay a write transaction to learn it. Limits changed by another
+        coordinator are seen at the next token at the latest."""
+        until = [self._dry_until.get(queue, 0) for queue in params.queues]
+        if min(until) <= params.now:
+            return None
+        return LeaseBatch(
+            jobs=[], retry_at=min(until), dry_until=dict(zip(params.queues, until, strict=True))
+        )
+
+    def forget_limits(self, queue: str) -> None:
+        """The queue's limits changed: what claims learned about its bucket no longer holds."""
+        self._dry_until.pop(queue, None)
+
     async def _claim(self, params: LeaseParams) -> LeaseBatch:
         """Claims in the store; a caller that gives up meanwhile (client deadline, cancel) gets
         nothing, so what the store claimed for it is handed back at once instead of staying
         invisible until its lease expires and costing the jobs an attempt."""
         claim = asyncio.ensure_future(self._store.lease(params))
         try:
-            return await asyncio.shield(claim)
+            batch = await asyncio.shield(claim)
         except asyncio.CancelledError:
             batch = await claim
             if batch.jobs:
                 await self._hand_back(batch.jobs)
             raise
+        for queue in params.queues:
+            if queue in batch.dry_until:
+                self._dry_until[queue] = batch.dry_until[queue]
+            else:
+                self._dry_until.pop(queue, None)
+        return batch
 
     async def _hand_back(self, jobs: Sequence[LeasedJob]) -> None:
         releases = [

@@ -404,6 +404,7 @@ class LeaseBatch:
     jobs: list[LeasedJob]
     # When a rate limit next lets more work through, if one held work back.
     retry_at: Micros | None = None
-    # Queues whose own bucket is empty: nothing there can be leased before retry_at, whatever
-    # else happens in them, short of a change to their limits.
-    rate_blocked: frozenset[str] = frozenset()
+    # Queues whose own bucket holds no whole token once this claim took its share, with the
+    # time of their next token: nothing there can be leased before it, whatever else happens
+    # in them, short of a change to their limits.
+    dry_until: dict[str, Micros] = field(default_factory=dict)

@@ -12,10 +12,17 @@ from conveyor_server.store.base import Store
 
 
 class QueueService:
-    def __init__(self, store: Store, clock: Clock, wakeups: QueueWakeups) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        wakeups: QueueWakeups,
+        limits_changed: Callable[[str], None] = lambda _queue: None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._wakeups = wakeups
+        self._limits_changed = limits_changed
 
     async def get(self, name: str) -> Queue:
         return await self._store.get_queue(name, self._clock.now())
@@ -26,5 +33,6 @@ class QueueService:
     async def update(self, name: str, change: Callable[[QueueConfig], QueueConfig]) -> Queue:
         queue = await self._store.update_queue(name, change, self._clock.now())
         # A resume or a raised limit may let waiting jobs through at once.
+        self._limits_changed(name)
         self._wakeups.notify([name], urgent=True)
         return queue

@@ -175,7 +175,7 @@ class DispatchPlan:
     retry_at: Micros | None
     plans: list[_QueuePlan]
     keys_by_job: dict[str, tuple[str, str | None]]
-    rate_blocked: frozenset[str]
+    dry_until: dict[str, Micros]
 
 
 def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
@@ -184,7 +184,7 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
     rows = queue_rows(conn, params.queues)
     plans: list[_QueuePlan] = []
     retry_ats: list[Micros] = []
-    rate_blocked: set[str] = set()
+    limited: list[_QueuePlan] = []
     runnable = contracts_sql.runnable_by_type(params.task_types) if params.task_types else None
     for name in params.queues:
         row = rows.get(name)
@@ -192,8 +192,8 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
             continue
         plan = _QueuePlan(name=name, row=row, runnable=runnable)
         allowance = _allowance(conn, plan, params, retry_ats)
-        if plan.queue_tokens is not None and throttle.whole_tokens(plan.queue_tokens) < 1:
-            rate_blocked.add(name)
+        if plan.queue_tokens is not None:
+            limited.append(plan)
         if allowance > 0:
             _pick_candidates(conn, plan, allowance, params.now, retry_ats)
             plans.append(plan)
@@ -208,8 +208,24 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
         retry_at=min(retry_ats) if retry_ats and len(chosen) < params.max_jobs else None,
         plans=plans,
         keys_by_job=keys_by_job,
-        rate_blocked=frozenset(rate_blocked),
+        dry_until=_dry_after(limited, keys_by_job, params.now),
     )
+
+
+def _dry_after(
+    limited: list[_QueuePlan], keys_by_job: dict[str, tuple[str, str | None]], now: Micros
+) -> dict[str, Micros]:
+    """The queues left without a whole token once the chosen jobs take theirs, with the time
+    of each one's next token."""
+    taken = Counter(queue for queue, _key in keys_by_job.values())
+    dry: dict[str, Micros] = {}
+    for plan in limited:
+        limit = _limit(plan.row.rate, plan.row.burst)
+        assert limit is not None and plan.queue_tokens is not None
+        left = max(0.0, plan.queue_tokens - taken[plan.name])
+        if throttle.whole_tokens(left) < 1:
+            dry[plan.name] = throttle.next_token_at(limit, left, now)
+    return dry
 
 
 def _take(merged: Iterable[Any], count: int) -> list[Any]:

@@ -482,7 +482,7 @@ class SqlStore:
         plan = queues_sql.plan_dispatch(conn, params)
         chosen = plan.chosen
         if not chosen:
-            return LeaseBatch(jobs=[], retry_at=plan.retry_at, rate_blocked=plan.rate_blocked)
+            return LeaseBatch(jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until)
         queues_sql.record_dispatch(conn, plan, params.now)
         tokens = lease_tokens(chosen)
         _CLAIM.executemany(
@@ -499,7 +499,7 @@ class SqlStore:
         )
         rows = self._rows_by_id(conn, chosen, _JOB_COLUMNS)
         leased = [leased_job(rows[job_id]) for job_id in chosen]
-        return LeaseBatch(jobs=leased, retry_at=plan.retry_at, rate_blocked=plan.rate_blocked)
+        return LeaseBatch(jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until)
 
     # -- heartbeat ---------------------------------------------------------------------------
 
