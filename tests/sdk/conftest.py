@@ -3,19 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conveyor import Worker
-
-RunWorker = Callable[[Worker], Awaitable[asyncio.Task[None]]]
-
 
 _REPO = Path(__file__).resolve().parents[2]
 _TEST_PROTOS = _REPO / "tests" / "contracts" / "protos"

@@ -48,6 +48,10 @@ _TRANSITION_EVENTS = {
 }
 
 
+# How long a claim's finding that a queue is out of tokens is trusted.
+_DRY_KNOWLEDGE_TTL: Micros = 10 * MICROS_PER_SECOND
+
+
 @dataclass(frozen=True)
 class JobServiceConfig:
     max_depth: int = 16
@@ -75,8 +79,8 @@ class JobService:
         self._scheduled_alarm = scheduled_alarm
         self._expiry_alarm = expiry_alarm
         self._stopping = asyncio.Event()
-        # Queue -> when its bucket next holds a token, as the last claim here found it.
-        self._dry_until: dict[str, Micros] = {}
+        # Queue -> when its bucket next holds a token, and when the last claim here found that.
+        self._dry_until: dict[str, tuple[Micros, Micros]] = {}
 
     def stop_waiting(self) -> None:
         """Ends every long-poll at once (shutdown): they return what they have, usually nothing."""
@@ -191,10 +195,15 @@ class JobService:
         """An empty batch, without asking the store, when an earlier claim here left every
         queue asked for without a token until later: a worker that just took a bucket's last
         token would otherwise pay a write transaction to learn it. Limits changed by another
-        coordinator are seen at the next token at the latest."""
-        until = [self._dry_until.get(queue, 0) for queue in params.queues]
-        if min(until) <= params.now:
-            return None
+        coordinator are seen at the next token, or within _DRY_KNOWLEDGE_TTL, if sooner."""
+        until = []
+        for queue in params.queues:
+            dry_until, learned_at = self._dry_until.get(queue, (0, 0))
+            # Claims also tell the store which task types this worker runs (for the queue
+            # stats); a slow bucket is still asked now and then so that never goes stale.
+            if dry_until <= params.now or params.now - learned_at > _DRY_KNOWLEDGE_TTL:
+                return None
+            until.append(dry_until)
         return LeaseBatch(
             jobs=[], retry_at=min(until), dry_until=dict(zip(params.queues, until, strict=True))
         )
@@ -217,7 +226,7 @@ class JobService:
             raise
         for queue in params.queues:
             if queue in batch.dry_until:
-                self._dry_until[queue] = batch.dry_until[queue]
+                self._dry_until[queue] = (batch.dry_until[queue], params.now)
             else:
                 self._dry_until.pop(queue, None)
         return batch
