@@ -147,7 +147,7 @@ def awaiting_compatible_worker(conn: Connection, queue: str, now: Micros) -> int
 def register(conn: Connection, task_type: TaskType) -> TaskType:
     """Stores a new version; the same registration again is harmless; a different message or
     descriptors under a published version is refused."""
-    existing = _find(conn, task_type.name, task_type.version)
+    existing = find(conn, task_type.name, task_type.version)
     if existing is not None:
         if (existing.message_type, existing.descriptors) != (
             task_type.message_type,
@@ -176,7 +176,7 @@ def register(conn: Connection, task_type: TaskType) -> TaskType:
 
 def load(conn: Connection, name: str, version: Version | None) -> TaskType:
     found = (
-        _find(conn, name, version)
+        find(conn, name, version)
         if version is not None
         else _from_row(
             conn.execute(
@@ -193,10 +193,6 @@ def load(conn: Connection, name: str, version: Version | None) -> TaskType:
         what = f"task type {name!r}" + (f" version {version}" if version else "")
         raise NotFound(f"{what} is not registered")
     return found
-
-
-def find(conn: Connection, name: str, version: Version) -> TaskType | None:
-    return _find(conn, name, version)
 
 
 def page(conn: Connection, after: tuple[str, Version] | None, limit: int) -> list[TaskType]:
@@ -217,12 +213,12 @@ def registered(conn: Connection, wanted: set[tuple[str, Version]]) -> set[tuple[
     """Which of these (name, version) pairs are registered."""
     found: set[tuple[str, Version]] = set()
     for name, version in wanted:
-        if _find(conn, name, version) is not None:
+        if find(conn, name, version) is not None:
             found.add((name, version))
     return found
 
 
-def _find(conn: Connection, name: str, version: Version) -> TaskType | None:
+def find(conn: Connection, name: str, version: Version) -> TaskType | None:
     t = task_types.c
     row = conn.execute(
         sa.select(task_types).where(
