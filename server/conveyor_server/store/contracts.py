@@ -210,12 +210,15 @@ def page(conn: Connection, after: tuple[str, Version] | None, limit: int) -> lis
 
 
 def registered(conn: Connection, wanted: set[tuple[str, Version]]) -> set[tuple[str, Version]]:
-    """Which of these (name, version) pairs are registered."""
-    found: set[tuple[str, Version]] = set()
-    for name, version in wanted:
-        if find(conn, name, version) is not None:
-            found.add((name, version))
-    return found
+    """Which of these (name, version) pairs are registered: one query on the keys, without
+    loading any descriptors (this runs in the enqueue transaction of strict queues)."""
+    t = task_types.c
+    names = sorted({name for name, _version in wanted})
+    if not names:
+        return set()
+    rows = conn.execute(sa.select(t.name, t.major, t.minor, t.patch).where(t.name.in_(names)))
+    stored = {(row.name, Version(row.major, row.minor, row.patch)) for row in rows}
+    return wanted & stored
 
 
 def find(conn: Connection, name: str, version: Version) -> TaskType | None:
