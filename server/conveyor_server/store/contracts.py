@@ -58,13 +58,23 @@ class WorkerDeclarations:
 
     def __init__(self) -> None:
         self._written: dict[tuple[str, tuple[str, ...], tuple[TaskTypeRef, ...]], float] = {}
+        # Written in the writer's open transaction: remembered only once it commits.
+        self._pending: dict[tuple[str, tuple[str, ...], tuple[TaskTypeRef, ...]], float] = {}
+
+    def committed(self) -> None:
+        if self._pending:
+            self._written.update(self._pending)
+            self._pending.clear()
+
+    def rolled_back(self) -> None:
+        self._pending.clear()
 
     def record(self, conn: Connection, params: LeaseParams) -> None:
         key = (params.worker_id, params.queues, params.task_types)
         clock = time.monotonic()
-        if self._written.get(key, 0.0) > clock:
+        if max(self._written.get(key, 0.0), self._pending.get(key, 0.0)) > clock:
             return
-        self._written[key] = clock + _RECORD_EVERY
+        self._pending[key] = clock + _RECORD_EVERY
         if len(self._written) > 10_000:  # workers come and go; forget the oldest half
             for stale in sorted(self._written, key=self._written.__getitem__)[:5_000]:
                 del self._written[stale]

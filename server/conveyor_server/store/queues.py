@@ -9,9 +9,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Connection
 
 from conveyor_server.core import throttle
@@ -31,10 +33,16 @@ from conveyor_server.store import dialects
 from conveyor_server.store.prepared import Prepared
 from conveyor_server.store.schema import jobs, queues, throttle_buckets
 
+log = structlog.get_logger("conveyor.store")
+
 # Exhausted per-key buckets excluded in SQL at most; beyond that, the scan skips them.
 _MAX_EXCLUDED_KEYS = 500
 # How many candidates a lease scans per job wanted, when per-key limits may skip some.
 _KEYED_SCAN_FACTOR = 4
+# Errors that come from one row's values (arithmetic on an absurd rate, say), not from the
+# database; they leave the transaction usable, so the other queues go on.
+_ROW_FAULTS = (ArithmeticError, ValueError, TypeError)
+_ERROR_PREFIX = 200
 
 _NEW_QUEUE_DEFAULTS = {
     "paused": False,
@@ -73,19 +81,39 @@ def queue_rows(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
 class JobDefaults:
     """Each queue's settings for new jobs (defaults, strictness), remembered for a second so
     that enqueues do not read the queues table every time; UpdateQueue in this process
-    forgets at once, and another coordinator's change is seen within the second."""
+    forgets at once, and another coordinator's change is seen within the second.
+
+    What a transaction learns (including "this queue's row exists", which it may have just
+    inserted) stays pending until the writer commits it and is dropped if it rolls back: a
+    remembered queue whose row was rolled back would let later jobs into a queue with no
+    row (issue 7, item 1)."""
 
     TTL_SECONDS = 1.0
 
     def __init__(self) -> None:
         self._known: dict[str, tuple[float, QueueConfig]] = {}
+        self._pending: dict[str, tuple[float, QueueConfig]] = {}
 
     def forget(self, name: str) -> None:
         self._known.pop(name, None)
+        self._pending.pop(name, None)
+
+    def committed(self) -> None:
+        """The writer committed: what the transaction learned is now true for everyone."""
+        if self._pending:
+            self._known.update(self._pending)
+            self._pending.clear()
+
+    def rolled_back(self) -> None:
+        self._pending.clear()
+
+    def _cached(self, name: str, clock: float) -> QueueConfig | None:
+        entry = self._pending.get(name) or self._known.get(name)
+        return entry[1] if entry is not None and entry[0] > clock else None
 
     def get(self, conn: Connection, names: set[str], now: Micros) -> dict[str, QueueConfig]:
         clock = time.monotonic()
-        found = {n: v[1] for n in names if (v := self._known.get(n)) and v[0] > clock}
+        found = {n: c for n in names if (c := self._cached(n, clock)) is not None}
         missing = names - found.keys()
         if missing:
             rows = queue_rows(conn, list(missing))
@@ -94,8 +122,22 @@ class JobDefaults:
                 rows.update(queue_rows(conn, list(missing - rows.keys())))
             for name, row in rows.items():
                 found[name] = queue_config(row)
-                self._known[name] = (clock + self.TTL_SECONDS, found[name])
+                self._pending[name] = (clock + self.TTL_SECONDS, found[name])
         return found
+
+
+def ensure_rows_for_jobs(conn: Connection, now: Micros) -> list[str]:
+    """Creates the missing row of every queue that holds jobs, with default settings, and
+    returns their names. Older versions could commit jobs into a queue whose row a
+    rolled-back transaction had created (issue 7, item 1); this repairs such databases."""
+    orphaned = sorted(
+        name
+        for (name,) in conn.execute(
+            sa.select(jobs.c.queue).distinct().where(jobs.c.queue.not_in(sa.select(queues.c.name)))
+        )
+    )
+    ensure_queues(conn, orphaned, now)
+    return orphaned
 
 
 def _limit(rate: float | None, burst: int | None) -> RateLimit | None:
@@ -187,15 +229,25 @@ def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
     limited: list[_QueuePlan] = []
     runnable = contracts_sql.runnable_by_type(params.task_types) if params.task_types else None
     for name in params.queues:
-        row = rows.get(name)
-        if row is None or row.paused:
+        # A queue that holds jobs but has no row (a database written by an older version)
+        # is dispatched with default settings rather than never.
+        row = rows.get(name) or _default_row(name)
+        if row.paused:
             continue
         plan = _QueuePlan(name=name, row=row, runnable=runnable)
-        allowance = _allowance(conn, plan, params, retry_ats)
+        queue_retry_ats: list[Micros] = []
+        try:
+            allowance = _allowance(conn, plan, params, queue_retry_ats)
+            if allowance > 0:
+                _pick_candidates(conn, plan, allowance, params.now, queue_retry_ats)
+        except _ROW_FAULTS as exc:
+            # One queue's bad settings must not fail a Lease that names healthy queues too.
+            log.error("queue.dispatch_skipped", queue=name, error=_short(exc))
+            continue
+        retry_ats.extend(queue_retry_ats)
         if plan.queue_tokens is not None:
             limited.append(plan)
         if allowance > 0:
-            _pick_candidates(conn, plan, allowance, params.now, retry_ats)
             plans.append(plan)
     merged = heapq.merge(*(p.candidates for p in plans))
     chosen: list[str] = []
@@ -224,8 +276,22 @@ def _dry_after(
         assert limit is not None and plan.queue_tokens is not None
         left = max(0.0, plan.queue_tokens - taken[plan.name])
         if throttle.whole_tokens(left) < 1:
-            dry[plan.name] = throttle.next_token_at(limit, left, now)
+            try:
+                dry[plan.name] = throttle.next_token_at(limit, left, now)
+            except _ROW_FAULTS as exc:
+                log.error("queue.dispatch_skipped", queue=plan.name, error=_short(exc))
     return dry
+
+
+def _default_row(name: str) -> Any:
+    """What a queue row holds when nothing has configured the queue."""
+    values: dict[str, Any] = {column.name: None for column in queues.c}
+    return SimpleNamespace(**{**values, **_NEW_QUEUE_DEFAULTS, "name": name, "created_at": 0})
+
+
+def _short(exc: BaseException) -> str:
+    """An error for a log line: its type and a short prefix, never a whole value."""
+    return f"{type(exc).__name__}: {str(exc)[:_ERROR_PREFIX]}"
 
 
 def _take(merged: Iterable[Any], count: int) -> list[Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from random import Random
@@ -203,6 +204,7 @@ class SqlStore:
         )
         self._readers = ReaderPool(dialects.create_reader_engine(url, self._synchronous), 2)
         await self._writer.run(_migrate)
+        await self._writer.run(_repair_orphaned_queues)
         self._writer_task = asyncio.create_task(self._writer_loop(), name="conveyor-store-writer")
 
     async def close(self) -> None:
@@ -215,6 +217,19 @@ class SqlStore:
         for threads in (self._writer, self._readers):
             if threads is not None:
                 await threads.close()
+
+    async def set_max_page_count(self, pages: int) -> int:
+        """Test hook: caps the SQLite file at `pages` pages (at least its current size), which
+        is a full disk without root tricks; returns the cap now in force."""
+
+        def run(conn: Connection) -> int:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            row = driver.execute(f"PRAGMA max_page_count={int(pages)}").fetchone()
+            return int(row[0])
+
+        assert self._writer is not None
+        return await self._writer.run(run)
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -284,6 +299,7 @@ class SqlStore:
             with conn.begin():
                 self._apply_group(conn, group)
         except Exception as exc:
+            self._forget_transaction()
             if len(group) > 1:
                 # One operation broke the shared transaction: run each alone so that the
                 # others still succeed and only the culprit hears of the error.
@@ -294,7 +310,14 @@ class SqlStore:
                 return errors
             log.error("store.write_failed", error=repr(exc))
             return [exc]
+        self._job_defaults.committed()
+        self._declarations.committed()
         return [None] * len(group)
+
+    def _forget_transaction(self) -> None:
+        """Caches drop whatever the rolled-back transaction taught them."""
+        self._job_defaults.rolled_back()
+        self._declarations.rolled_back()
 
     def _apply_group(self, conn: Connection, group: list[_WriteOp]) -> None:
         # Batches first, one by one, so that an all-or-none batch that fails and is undone can
@@ -930,6 +953,13 @@ class SqlStore:
 def _migrate(conn: Connection) -> None:
     upgrade_to_head(conn)
     conn.commit()
+
+
+def _repair_orphaned_queues(conn: Connection) -> None:
+    with conn.begin():
+        repaired = queues_sql.ensure_rows_for_jobs(conn, time.time_ns() // 1000)
+    if repaired:
+        log.warning("store.queue_rows_repaired", queues=repaired[:20], count=len(repaired))
 
 
 def _due_times(conn: Connection) -> DueTimes:
