@@ -58,3 +58,18 @@ async def execute(store: SqlStore, statement: str, **params: Any) -> None:
         conn.execute(sa.text(statement), params)
 
     await store._write(run)
+
+
+async def query(store: SqlStore, statement: str, **params: Any) -> list[Any]:
+    """Raw SQL read, for rows whose values the API could not even render."""
+
+    def run(conn: Connection) -> list[Any]:
+        return list(conn.execute(sa.text(statement), params))
+
+    return await store._read(run)
+
+
+async def enqueue(stub: rpc.CoordinatorServiceStub, queue: str, **spec: Any) -> str:
+    job = pb.JobSpec(queue=queue, task_type=TASK, **spec)
+    reply = await stub.Enqueue(pb.EnqueueRequest(job=job))
+    return reply.job_id

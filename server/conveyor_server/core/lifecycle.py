@@ -28,6 +28,9 @@ _TAIL_MAX = (1 << 80) - 1
 
 _last_id = (0, 0)
 
+# About a century: the longest retry delay the arithmetic yields, whatever a policy says.
+MAX_RETRY_DELAY: Micros = 100 * 365 * 24 * 3600 * 1_000_000
+
 
 def new_job_id() -> str:
     """32 hex digits: 48 bits of milliseconds, then 80 bits that start random and count up
@@ -46,7 +49,8 @@ def new_job_id() -> str:
 
 def backoff_delay(policy: RetryPolicy, failed_attempt: int, rng: random.Random) -> Micros:
     """Delay before attempt n+1 after attempt n failed:
-    min(max_backoff, initial_backoff * multiplier^(n-1)), spread by +/- jitter."""
+    min(max_backoff, initial_backoff * multiplier^(n-1)), spread by +/- jitter, and never
+    more than MAX_RETRY_DELAY, so that no stored policy can push a time out of range."""
     exponent = max(failed_attempt - 1, 0)
     try:
         base = policy.initial_backoff * policy.multiplier**exponent
@@ -55,6 +59,8 @@ def backoff_delay(policy: RetryPolicy, failed_attempt: int, rng: random.Random) 
     delay = min(float(policy.max_backoff), base)
     if policy.jitter > 0:
         delay *= 1.0 + rng.uniform(-policy.jitter, policy.jitter)
+    if not delay < MAX_RETRY_DELAY:  # also true for inf and NaN
+        return MAX_RETRY_DELAY
     return max(0, round(delay))
 
 
@@ -75,10 +81,11 @@ def _retry_or_dead_letter(
             finished_at=now,
             history_outcome=Outcome.FAILURE,
         )
-    delay = (
+    delay = min(
         retry_after
         if retry_after is not None
-        else backoff_delay(holder.retry_policy, holder.attempt, rng)
+        else backoff_delay(holder.retry_policy, holder.attempt, rng),
+        MAX_RETRY_DELAY,
     )
     return Transition(
         state=JobState.SCHEDULED if delay > 0 else JobState.AVAILABLE,
@@ -123,7 +130,7 @@ def decide_receipt(
     if holder.cancel_requested:
         return _cancelled(holder, receipt.outcome, receipt.error, now)
     if receipt.outcome == Outcome.RELEASE:
-        delay = receipt.retry_after or 0
+        delay = min(receipt.retry_after or 0, MAX_RETRY_DELAY)
         return Transition(
             state=JobState.SCHEDULED if delay > 0 else JobState.AVAILABLE,
             run_at=now + delay,

@@ -9,11 +9,22 @@ from conveyor_server.core.clock import MICROS_PER_SECOND
 from conveyor_server.core.model import Micros, RateLimit
 
 DISPATCH_WINDOW: Micros = 60 * MICROS_PER_SECOND
+# The longest wait this arithmetic reports (about a century): an absurd rate (1e-14 per second,
+# say) then means "not in our lifetime" instead of a number no database column can hold.
+MAX_WAIT: Micros = 100 * 365 * 24 * 3600 * MICROS_PER_SECOND
+
+
+def _wait(seconds: float) -> Micros:
+    """Seconds to whole microseconds, within [0, MAX_WAIT]; infinity or NaN is MAX_WAIT."""
+    micros = seconds * MICROS_PER_SECOND
+    if not micros < MAX_WAIT:  # also true for inf and NaN
+        return MAX_WAIT
+    return max(0, math.ceil(micros))
 
 
 def refill_time(limit: RateLimit) -> Micros:
     """How long an empty bucket takes to fill."""
-    return math.ceil(limit.burst / limit.rate * MICROS_PER_SECOND)
+    return _wait(limit.burst / limit.rate)
 
 
 def tokens_now(limit: RateLimit, tokens: float | None, as_of: Micros | None, now: Micros) -> float:
@@ -32,7 +43,7 @@ def whole_tokens(tokens: float) -> int:
 def next_token_at(limit: RateLimit, tokens: float, now: Micros) -> Micros:
     """When the bucket will next hold a whole token."""
     missing = max(0.0, 1.0 - tokens)
-    return now + math.ceil(missing / limit.rate * MICROS_PER_SECOND)
+    return now + _wait(missing / limit.rate)
 
 
 def roll_window(window_start: int, count: int, previous: int, now: Micros) -> tuple[int, int, int]:

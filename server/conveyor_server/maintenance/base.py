@@ -5,6 +5,7 @@ reports (or until an alarm says something earlier became due), never on a fixed 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -12,6 +13,7 @@ import structlog
 from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
+from conveyor_server.store.base import Isolated
 
 log = structlog.get_logger("conveyor.maintenance")
 
@@ -37,9 +39,23 @@ class BackgroundService:
         self._alarm = alarm
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Rows set aside because they could not be processed (store.base.Isolated): each one
+        # is marked by the store so that it is not met again, and the service goes on.
+        self.isolated_rows = 0
 
     async def run_once(self, now: Micros) -> RunResult:
         raise NotImplementedError
+
+    def _count_isolated(self, isolated: Sequence[Isolated]) -> None:
+        for row in isolated:
+            self.isolated_rows += 1
+            log.warning(
+                "maintenance.row_isolated",
+                service=self.name,
+                kind=row.kind,
+                name=row.name,
+                reason=row.reason,
+            )
 
     def start(self) -> None:
         if self._task is None:

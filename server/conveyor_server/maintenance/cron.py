@@ -44,9 +44,11 @@ class CronFirer(BackgroundService):
         self._config = config
 
     async def run_once(self, now: Micros) -> RunResult:
-        fires = await self._store.fire_schedules(
+        fired = await self._store.fire_schedules(
             now, self._config.batch_size, self._schedules.plan, self._config.max_depth
         )
+        self._count_isolated(fired.isolated)
+        fires = fired.done
         for fire in fires:
             log.info(
                 "schedule.fired",
@@ -58,6 +60,6 @@ class CronFirer(BackgroundService):
         self._jobs.after_enqueue([f.enqueued for f in fires if f.enqueued is not None])
         return RunResult(
             processed=len(fires),
-            more=len({f.schedule for f in fires}) >= self._config.batch_size,
+            more=len({f.schedule for f in fires}) + len(fired.isolated) >= self._config.batch_size,
             next_due_at=await self._store.next_schedule_fire(),
         )

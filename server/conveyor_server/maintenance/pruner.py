@@ -34,7 +34,9 @@ class Pruner(BackgroundService):
         self._config = config
 
     async def run_once(self, now: Micros) -> RunResult:
-        deleted = await self._store.prune(now, self._config.batch_size)
+        pruned = await self._store.prune(now, self._config.batch_size)
+        self._count_isolated(pruned.isolated)
+        deleted = pruned.done
         if deleted:
             log.info("jobs.pruned", count=deleted)
         return RunResult(

@@ -37,9 +37,11 @@ class Reaper(BackgroundService):
         self._config = config
 
     async def run_once(self, now: Micros) -> RunResult:
-        expired = await self._store.rescue_expired(
+        rescued = await self._store.rescue_expired(
             now, self._config.batch_size, lifecycle.decide_lease_expired
         )
+        self._count_isolated(rescued.isolated)
+        expired = rescued.done
         self._jobs.after_transitions(expired, event="job.lease_expired")
         due = await self._store.due_times()
         return RunResult(

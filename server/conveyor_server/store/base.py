@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from random import Random
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
@@ -55,6 +55,26 @@ class Fire:
 
 ExpiryDecider = Callable[[LeaseHolder, Micros, Random], Transition]
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Isolated:
+    """A row a background service could not process: handled alone, marked so that it is not
+    tried again at once (a job FAILED, a schedule paused, a queue's buckets reset), logged."""
+
+    kind: str  # "job", "schedule" or "queue"
+    name: str  # the job id, schedule name or queue name
+    reason: str  # the error's type and a short prefix of its message
+
+
+@dataclass(frozen=True, slots=True)
+class Processed(Generic[T]):
+    """What a background batch did, and the rows it had to set aside to do it."""
+
+    done: T
+    isolated: list[Isolated]
+
 
 class Store(Protocol):
     async def open(self) -> None:
@@ -90,8 +110,9 @@ class Store(Protocol):
 
     async def rescue_expired(
         self, now: Micros, limit: int, decide: ExpiryDecider
-    ) -> list[TransitionResult]:
-        """Ends leases that ran out without a receipt."""
+    ) -> Processed[list[TransitionResult]]:
+        """Ends leases that ran out without a receipt; a job whose next step cannot be
+        computed is isolated (moved to FAILED) instead of stopping the rest."""
         ...
 
     async def promote_due(self, now: Micros, limit: int) -> list[TransitionResult]:
@@ -145,15 +166,17 @@ class Store(Protocol):
 
     async def fire_schedules(
         self, now: Micros, limit: int, planner: FirePlanner, max_depth: int
-    ) -> list[Fire]:
+    ) -> Processed[list[Fire]]:
         """Enqueues the fires of due schedules, each fire at most once, and moves each
-        schedule to its next fire time, in one transaction."""
+        schedule to its next fire time, in one transaction; a schedule that cannot fire is
+        isolated (paused) instead of stopping the rest."""
         ...
 
     async def next_schedule_fire(self) -> Micros | None: ...
 
-    async def prune(self, now: Micros, limit: int) -> int:
-        """Deletes up to `limit` finished jobs past retention; returns how many."""
+    async def prune(self, now: Micros, limit: int) -> Processed[int]:
+        """Deletes up to `limit` finished jobs past retention; returns how many. A queue
+        whose settings break the arithmetic is isolated (its buckets reset, its jobs kept)."""
         ...
 
     async def due_times(self) -> DueTimes:

@@ -54,7 +54,14 @@ from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
-from conveyor_server.store.base import ExpiryDecider, Fire, FirePlanner, ReceiptDecider
+from conveyor_server.store.base import (
+    ExpiryDecider,
+    Fire,
+    FirePlanner,
+    Isolated,
+    Processed,
+    ReceiptDecider,
+)
 from conveyor_server.store.migrate import upgrade_to_head
 from conveyor_server.store.prepared import Prepared, constant
 from conveyor_server.store.rows import (
@@ -74,12 +81,28 @@ from conveyor_server.store.rows import (
     transition_params,
     transition_result,
 )
-from conveyor_server.store.schema import FINISHED, job_attempts, jobs, queues, schedule_fires
+from conveyor_server.store.schema import (
+    FINISHED,
+    job_attempts,
+    jobs,
+    queues,
+    schedule_fires,
+    schedules,
+    throttle_buckets,
+)
 from conveyor_server.store.threads import DatabaseThread, ReaderPool
 
 log = structlog.get_logger("conveyor.store")
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+# The error_type of a job the reaper had to set aside (see SqlStore._fail_unrescuable).
+ISOLATED_ERROR_TYPE = "conveyor.Isolated"
+# Errors that come from one row's values, not from the database: arithmetic on an absurd
+# setting, a value that no column can hold.
+_ROW_FAULT_TYPES = (ArithmeticError, ValueError, TypeError, LookupError)
+_REASON_PREFIX = 200
 
 # Fire records only guard against firing twice; by this age the schedule has long moved on.
 FIRE_MEMORY: Micros = 7 * 24 * 3600 * 1_000_000
@@ -617,25 +640,35 @@ class SqlStore:
 
     async def rescue_expired(
         self, now: Micros, limit: int, decide: ExpiryDecider
-    ) -> list[TransitionResult]:
-        result: list[TransitionResult] = await self._write(
+    ) -> Processed[list[TransitionResult]]:
+        result: Processed[list[TransitionResult]] = await self._write(
             lambda conn: self._rescue(conn, now, limit, decide), weight=limit
         )
         return result
 
     def _rescue(
         self, conn: Connection, now: Micros, limit: int, decide: ExpiryDecider
-    ) -> list[TransitionResult]:
-        result = conn.execute(
+    ) -> Processed[list[TransitionResult]]:
+        rows = conn.execute(
             sa.select(*_HOLDER_COLUMNS)
             .where(jobs.c.state == JobState.LEASED, jobs.c.lease_expires_at <= now)
             .order_by(jobs.c.lease_expires_at)
             .limit(limit)
+        ).all()
+        return self._isolating(
+            conn,
+            rows,
+            lambda batch: self._rescue_rows(conn, batch, now, decide),
+            lambda row, exc: self._fail_unrescuable(conn, row, now, exc),
         )
+
+    def _rescue_rows(
+        self, conn: Connection, rows: Sequence[Any], now: Micros, decide: ExpiryDecider
+    ) -> list[TransitionResult]:
         outcomes: list[TransitionResult] = []
         updates: list[dict[str, Any]] = []
         history: list[dict[str, Any]] = []
-        for row in result.all():
+        for row in rows:
             holder = lease_holder(row)
             transition = decide(holder, now, self._rng)
             # Clearing the token makes a late receipt from the lost lease fail its fencing check.
@@ -646,6 +679,40 @@ class SqlStore:
             _APPLY_TRANSITION.executemany(conn, updates)
             _RECORD_ATTEMPT.executemany(conn, history)
         return outcomes
+
+    def _fail_unrescuable(
+        self, conn: Connection, row: Any, now: Micros, exc: Exception
+    ) -> tuple[list[TransitionResult], Isolated]:
+        """An expired lease whose next step cannot be computed ends the job as FAILED, with
+        the reason, so that the reaper does not meet it again."""
+        reason = _reason(exc)
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == row.id, jobs.c.state == JobState.LEASED)
+            .values(
+                state=JobState.FAILED,
+                finished_at=now,
+                lease_token=None,
+                lease_expires_at=None,
+                error_type=ISOLATED_ERROR_TYPE,
+                error_message=(
+                    f"the coordinator could not compute this job's next attempt ({reason}); "
+                    "it was failed so that lease rescue goes on for other jobs. Check its "
+                    "retry settings, then RetryJob"
+                ),
+                error_non_retryable=True,
+            )
+        )
+        failed = TransitionResult(
+            job_id=row.id,
+            queue=row.queue,
+            task_type=row.task_type,
+            attempt=row.attempt,
+            worker_id=row.leased_by or "",
+            state=JobState.FAILED,
+            run_at=None,
+        )
+        return [failed], Isolated("job", row.id, reason)
 
     async def promote_due(self, now: Micros, limit: int) -> list[TransitionResult]:
         result: list[TransitionResult] = await self._write(
@@ -819,45 +886,71 @@ class SqlStore:
 
     async def fire_schedules(
         self, now: Micros, limit: int, planner: FirePlanner, max_depth: int
-    ) -> list[Fire]:
-        result: list[Fire] = await self._write(
+    ) -> Processed[list[Fire]]:
+        result: Processed[list[Fire]] = await self._write(
             lambda conn: self._fire(conn, now, limit, planner, max_depth), weight=limit
         )
         return result
 
     def _fire(
         self, conn: Connection, now: Micros, limit: int, planner: FirePlanner, max_depth: int
+    ) -> Processed[list[Fire]]:
+        rows = conn.execute(
+            sa.select(schedules)
+            .where(schedules.c.next_fire_at <= now, schedules.c.paused.is_(False))
+            .order_by(schedules.c.next_fire_at)
+            .limit(limit)
+        ).all()
+
+        def fire(batch: Sequence[Any]) -> list[Fire]:
+            fired: list[Fire] = []
+            for row in batch:
+                schedule = schedules_sql.schedule_from_row(row)
+                fired.extend(self._fire_one(conn, schedule, now, planner, max_depth))
+            return fired
+
+        return self._isolating(
+            conn, rows, fire, lambda row, exc: self._pause_unfireable(conn, row.name, exc)
+        )
+
+    def _fire_one(
+        self, conn: Connection, schedule: Schedule, now: Micros, planner: FirePlanner, depth: int
     ) -> list[Fire]:
         fired: list[Fire] = []
-        for schedule in schedules_sql.due(conn, now, limit):
-            plan = planner(schedule, now)
-            last_fire_at, last_job_id = schedule.last_fire_at, schedule.last_job_id
-            for fire_at, job in plan.fires:
-                if not schedules_sql.claim_fire(conn, schedule.spec.name, fire_at, now):
-                    continue
-                if self._previous_run_blocks(conn, schedule, last_job_id):
-                    fired.append(Fire(schedule.spec.name, fire_at, None, None))
-                    continue
-                [outcome] = self._insert_jobs(conn, [job], max_depth)
-                if isinstance(outcome, ConveyorError):
-                    log.error(
-                        "schedule.fire_refused", schedule=schedule.spec.name, error=str(outcome)
-                    )
-                    fired.append(Fire(schedule.spec.name, fire_at, None, None))
-                    continue
-                schedules_sql.record_fire_job(conn, schedule.spec.name, fire_at, outcome.job_id)
-                last_fire_at, last_job_id = fire_at, outcome.job_id
-                fired.append(Fire(schedule.spec.name, fire_at, outcome.job_id, outcome))
-            schedules_sql.save(
-                conn,
-                Schedule(
-                    spec=schedule.spec,
-                    next_fire_at=plan.next_fire_at,
-                    last_fire_at=last_fire_at,
-                    last_job_id=last_job_id,
-                ),
-            )
+        plan = planner(schedule, now)
+        last_fire_at, last_job_id = schedule.last_fire_at, schedule.last_job_id
+        for fire_at, job in plan.fires:
+            if not schedules_sql.claim_fire(conn, schedule.spec.name, fire_at, now):
+                continue
+            if self._previous_run_blocks(conn, schedule, last_job_id):
+                fired.append(Fire(schedule.spec.name, fire_at, None, None))
+                continue
+            [outcome] = self._insert_jobs(conn, [job], depth)
+            if isinstance(outcome, ConveyorError):
+                log.error("schedule.fire_refused", schedule=schedule.spec.name, error=str(outcome))
+                fired.append(Fire(schedule.spec.name, fire_at, None, None))
+                continue
+            schedules_sql.record_fire_job(conn, schedule.spec.name, fire_at, outcome.job_id)
+            last_fire_at, last_job_id = fire_at, outcome.job_id
+            fired.append(Fire(schedule.spec.name, fire_at, outcome.job_id, outcome))
+        schedules_sql.save(
+            conn,
+            Schedule(
+                spec=schedule.spec,
+                next_fire_at=plan.next_fire_at,
+                last_fire_at=last_fire_at,
+                last_job_id=last_job_id,
+            ),
+        )
         return fired
+
+    def _pause_unfireable(
+        self, conn: Connection, name: str, exc: Exception
+    ) -> tuple[list[Fire], Isolated]:
+        """A schedule that cannot fire is paused (the log says why): UpdateSchedule with a
+        sound job template and paused=false brings it back."""
+        conn.execute(sa.update(schedules).where(schedules.c.name == name).values(paused=True))
+        return [], Isolated("schedule", name, _reason(exc))
 
     def _previous_run_blocks(
         self, conn: Connection, schedule: Schedule, last_job_id: str | None
@@ -872,41 +965,104 @@ class SqlStore:
 
     # -- retention ---------------------------------------------------------------------------
 
-    async def prune(self, now: Micros, limit: int) -> int:
+    async def prune(self, now: Micros, limit: int) -> Processed[int]:
         """Deletes up to `limit` finished jobs past their queue's retention, oldest first,
         with their history; also forgets old schedule fires and refilled throttle buckets."""
-        result: int = await self._write(lambda conn: self._prune(conn, now, limit), weight=limit)
+        result: Processed[int] = await self._write(
+            lambda conn: self._prune(conn, now, limit), weight=limit
+        )
         return result
 
-    def _prune(self, conn: Connection, now: Micros, limit: int) -> int:
-        deleted = 0
-        configs = [queues_sql.queue_config(row) for row in conn.execute(sa.select(queues))]
-        for config in configs:
-            for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
-                if deleted >= limit:
-                    return deleted
-                cutoff = now - config.retention.for_state(state)
-                expired = (
-                    sa.select(jobs.c.id)
-                    .where(
-                        jobs.c.queue == config.name,
-                        jobs.c.state.in_(FINISHED),
-                        jobs.c.state == state,
-                        jobs.c.finished_at < cutoff,
-                    )
-                    .order_by(jobs.c.finished_at)
-                    .limit(limit - deleted)
-                )
-                ids = [row.id for row in conn.execute(expired)]
-                for chunk in chunks(ids):
-                    conn.execute(sa.delete(job_attempts).where(job_attempts.c.job_id.in_(chunk)))
-                    conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
-                deleted += len(ids)
-            queues_sql.forget_full_buckets(conn, config, now)
+    def _prune(self, conn: Connection, now: Micros, limit: int) -> Processed[int]:
+        rows = conn.execute(sa.select(queues)).all()
+        budget = [limit]  # jobs this run may still delete
+
+        def prune(batch: Sequence[Any]) -> list[int]:
+            counts = []
+            for row in batch:
+                counts.append(self._prune_queue(conn, row, now, budget[0]))
+                budget[0] -= counts[-1]
+            return counts
+
+        def undone() -> None:
+            budget[0] = limit
+
+        def reset(row: Any, exc: Exception) -> tuple[list[int], Isolated]:
+            conn.execute(sa.delete(throttle_buckets).where(throttle_buckets.c.queue == row.name))
+            return [0], Isolated("queue", row.name, _reason(exc))
+
+        pruned = self._isolating(conn, rows, prune, reset, before_retry=undone)
         conn.execute(
             sa.delete(schedule_fires).where(schedule_fires.c.created_at < now - FIRE_MEMORY)
         )
+        return Processed(sum(pruned.done), pruned.isolated)
+
+    def _prune_queue(self, conn: Connection, row: Any, now: Micros, limit: int) -> int:
+        config = queues_sql.queue_config(row)
+        deleted = 0
+        for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+            retention = config.retention.for_state(state)
+            if deleted >= limit or retention >= now:  # nothing can have finished that long ago
+                continue
+            expired = (
+                sa.select(jobs.c.id)
+                .where(
+                    jobs.c.queue == config.name,
+                    jobs.c.state.in_(FINISHED),
+                    jobs.c.state == state,
+                    jobs.c.finished_at < now - retention,
+                )
+                .order_by(jobs.c.finished_at)
+                .limit(limit - deleted)
+            )
+            ids = [r.id for r in conn.execute(expired)]
+            for chunk in chunks(ids):
+                conn.execute(sa.delete(job_attempts).where(job_attempts.c.job_id.in_(chunk)))
+                conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
+            deleted += len(ids)
+        queues_sql.forget_full_buckets(conn, config, now)
         return deleted
+
+    # -- isolating bad rows ------------------------------------------------------------------
+
+    def _isolating(
+        self,
+        conn: Connection,
+        rows: Sequence[R],
+        run: Callable[[Sequence[R]], list[T]],
+        isolate: Callable[[R, Exception], tuple[list[T], Isolated]],
+        before_retry: Callable[[], None] | None = None,
+    ) -> Processed[list[T]]:
+        """Runs a background batch in a savepoint. If one row's values break it (arithmetic
+        that overflows, a value no column holds), the batch is undone and each row runs in a
+        savepoint of its own; a row that fails alone is handed to `isolate`, which marks it
+        so that it is not met again, and the others go on. Database faults (a full disk, a
+        lost connection) are not a row's fault: they fail the whole batch as before."""
+        try:
+            with conn.begin_nested():
+                return Processed(run(rows), [])
+        except Exception as exc:
+            if not _row_fault(exc):
+                raise
+            self._forget_transaction()  # the savepoint's rollback undid what caches learned
+        if before_retry is not None:
+            before_retry()
+        done: list[T] = []
+        isolated: list[Isolated] = []
+        for row in rows:
+            try:
+                with conn.begin_nested():
+                    done.extend(run([row]))
+                continue
+            except Exception as exc:
+                if not _row_fault(exc):
+                    raise
+                self._forget_transaction()
+                marked, why = isolate(row, exc)
+            done.extend(marked)
+            isolated.append(why)
+            log.error("store.row_isolated", kind=why.kind, name=why.name, reason=why.reason)
+        return Processed(done, isolated)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -970,6 +1126,20 @@ def _due_times(conn: Connection) -> DueTimes:
         sa.select(sa.func.min(jobs.c.lease_expires_at)).where(jobs.c.state == JobState.LEASED)
     )
     return DueTimes(next_scheduled_at=scheduled, next_lease_expiry_at=expiry)
+
+
+def _row_fault(exc: BaseException) -> bool:
+    """Whether a failure is one row's fault (isolate the row), not the database's (give up)."""
+    if isinstance(exc, sa.exc.OperationalError):
+        return False  # a full disk, a lock, a lost connection: every row would fail alike
+    if isinstance(exc, (*_ROW_FAULT_TYPES, sa.exc.DataError, sa.exc.IntegrityError)):
+        return True
+    return isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, _ROW_FAULT_TYPES)
+
+
+def _reason(exc: BaseException) -> str:
+    """An error for logs and job records: its type and a short prefix, never a whole value."""
+    return f"{type(exc).__name__}: {str(exc)[:_REASON_PREFIX]}"
 
 
 def _settle_future(op: _WriteOp, error: BaseException | None) -> None:
