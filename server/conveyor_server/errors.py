@@ -32,3 +32,8 @@ class LeaseLost(FailedPrecondition):
 
 class Unavailable(ConveyorError):
     """The coordinator is shutting down or its store is unreachable; retry elsewhere or later."""
+
+
+class ResourceExhausted(ConveyorError):
+    """The coordinator ran out of something it needs to keep the request (disk space for the
+    database, say); nothing was stored, and the same request can succeed once there is room."""

@@ -54,10 +54,12 @@ class Coordinator:
     async def start(cls, config: ServerConfig, clock: Clock | None = None) -> Coordinator:
         configure_logging(config.log_format, config.log_level)
         clock = clock or SystemClock()
+        health = HealthServicer()
         store = SqlStore(
             config.db_url,
             sqlite_synchronous=config.sqlite_synchronous,
             max_write_batch=config.max_write_batch,
+            on_write_health=_HealthReporter(health).store_writable,
         )
         await store.open()
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
@@ -94,7 +96,6 @@ class Coordinator:
             ),
             server,
         )
-        health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
             [
@@ -148,6 +149,29 @@ class Coordinator:
         await stop.wait()
         log.info("coordinator.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         await self.stop()
+
+
+class _HealthReporter:
+    """Turns the store's write health into the gRPC health status: NOT_SERVING while the
+    store cannot write (a full disk), SERVING again once it can."""
+
+    def __init__(self, health: HealthServicer) -> None:
+        self._health = health
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def store_writable(self, writable: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if writable
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        task = asyncio.create_task(self._set(status))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for service_name in ("", SERVICE_NAME):
+            await self._health.set(service_name, status)
 
 
 def _redact(url: str) -> str:

@@ -11,11 +11,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 
 from conveyor_server.core.model import JobState
-from conveyor_server.errors import InvalidArgument
+from conveyor_server.errors import ConveyorError, InvalidArgument, ResourceExhausted, Unavailable
 from conveyor_server.store.prepared import Prepared
 from conveyor_server.store.schema import jobs, throttle_buckets
 
 _SYNCHRONOUS_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+# SQLite primary result codes (the low byte of an extended code) that mean the storage
+# itself failed, not the request.
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+# PostgreSQL SQLSTATEs: disk_full, and the insufficient_resources class.
+_PG_DISK_FULL, _PG_RESOURCES = "53100", "53"
 
 
 def _is_sqlite(url: str) -> bool:
@@ -48,7 +54,8 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
 
 
 def create_writer_engine(url: str, synchronous: str) -> Engine:
-    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    # hide_parameters: an error's text never carries a bound value (a payload, say) to a log.
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0, hide_parameters=True)
     if _is_sqlite(url):
         _sqlite_pragmas(engine, synchronous)
 
@@ -62,7 +69,9 @@ def create_writer_engine(url: str, synchronous: str) -> Engine:
 
 
 def create_reader_engine(url: str, synchronous: str) -> Engine:
-    engine = sa.create_engine(url, pool_size=4, max_overflow=4, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(
+        url, pool_size=4, max_overflow=4, isolation_level="AUTOCOMMIT", hide_parameters=True
+    )
     if _is_sqlite(url):
         _sqlite_pragmas(engine, synchronous)
     return engine
@@ -145,3 +154,31 @@ def dispatch_candidates(
         # Several coordinators share the database: skip rows another one is claiming.
         query = query.with_for_update(skip_locked=True)
     return query
+
+
+def storage_fault(exc: BaseException) -> ConveyorError | None:
+    """The typed error for a write that failed because the storage did (a full disk, an I/O
+    error), or None when the failure is something else. A full disk is RESOURCE_EXHAUSTED:
+    nothing was stored and the same request succeeds once there is room."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    text = str(orig).lower()
+    if (
+        (code is not None and code & 0xFF == _SQLITE_FULL)
+        or state == _PG_DISK_FULL
+        or "database or disk is full" in text
+    ):
+        return ResourceExhausted(
+            "the coordinator's database is out of disk space; nothing was stored: retry once "
+            "space is freed"
+        )
+    if (
+        (code is not None and code & 0xFF in (_SQLITE_IOERR, _SQLITE_CANTOPEN))
+        or state.startswith(_PG_RESOURCES)
+        or "disk i/o error" in text
+    ):
+        return Unavailable(
+            "the coordinator cannot write its database (I/O error); nothing was stored: retry"
+        )
+    return None

@@ -11,6 +11,7 @@ the writer. See store/threads.py for why whole operations, not statements, cross
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -103,6 +104,10 @@ ISOLATED_ERROR_TYPE = "conveyor.Isolated"
 # setting, a value that no column can hold.
 _ROW_FAULT_TYPES = (ArithmeticError, ValueError, TypeError, LookupError)
 _REASON_PREFIX = 200
+# While the store cannot write, how often it tries a probe write to learn it can again.
+WRITE_PROBE_INTERVAL_SECONDS = 1.0
+# A probe row larger than a page (4 KiB by default), so that it needs one.
+_PROBE_BYTES = 8192
 
 # Fire records only guard against firing twice; by this age the schedule has long moved on.
 FIRE_MEMORY: Micros = 7 * 24 * 3600 * 1_000_000
@@ -204,8 +209,16 @@ class SqlStore:
         sqlite_synchronous: str = "FULL",
         max_write_batch: int = 1000,
         rng: Random | None = None,
+        on_write_health: Callable[[bool], None] | None = None,
     ) -> None:
+        """`on_write_health(False)` is called (on the event loop) when a write fails because
+        the storage did (a full disk, an I/O error), and `on_write_health(True)` once a probe
+        write succeeds again; the composition root turns these into the health status."""
         self._url = url
+        self._on_write_health = on_write_health
+        self._writable = True
+        self._storage_failed = False  # set in the writer thread, read after its hop returns
+        self._probe_task: asyncio.Task[None] | None = None
         self._synchronous = sqlite_synchronous
         self._max_write_batch = max_write_batch
         self._rng = rng or Random()
@@ -234,6 +247,10 @@ class SqlStore:
         if self._closed:
             return
         self._closed = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
         if self._writer_task is not None:
             await self._queue.put(None)
             await self._writer_task
@@ -312,8 +329,40 @@ class SqlStore:
                 errors = [exc] * len(group)
             for op, error in zip(group, errors, strict=True):
                 _settle_future(op, error)
+            if self._storage_failed:
+                self._storage_failed = False
+                self._write_health(False)
             if stop:
                 return
+
+    # -- write health ------------------------------------------------------------------------
+
+    def _write_health(self, writable: bool) -> None:
+        if writable == self._writable or self._closed:
+            return
+        self._writable = writable
+        log.warning("store.write_health", writable=writable)
+        if self._on_write_health is not None:
+            self._on_write_health(writable)
+        if not writable and self._probe_task is None:
+            self._probe_task = asyncio.create_task(self._probe(), name="conveyor-store-probe")
+
+    async def _probe(self) -> None:
+        """While writes fail for want of storage, tries a small write now and then; the store
+        is healthy again when one commits. Ordinary writes cannot tell: a small one may fit
+        where a job does not."""
+        try:
+            while not self._closed:
+                await asyncio.sleep(WRITE_PROBE_INTERVAL_SECONDS)
+                try:
+                    await self._write(_probe_write)
+                except Exception:
+                    continue  # still failing; the failure was logged
+                self._probe_task = None
+                self._write_health(True)
+                return
+        finally:
+            self._probe_task = None
 
     def _commit_group(self, conn: Connection, group: list[_WriteOp]) -> list[BaseException | None]:
         """Runs in the writer thread; returns each operation's failure, if any."""
@@ -332,6 +381,10 @@ class SqlStore:
                     errors.extend(self._commit_group(conn, [op]))
                 return errors
             log.error("store.write_failed", error=repr(exc))
+            fault = dialects.storage_fault(exc)
+            if fault is not None:
+                self._storage_failed = True
+                return [fault]
             return [exc]
         self._job_defaults.committed()
         self._declarations.committed()
@@ -1111,6 +1164,21 @@ def _migrate(conn: Connection) -> None:
     conn.commit()
 
 
+def _probe_write(conn: Connection) -> None:
+    """Writes and deletes one page-sized row in the writer's transaction: it needs a new page
+    and a WAL append, as a real write does, and leaves nothing behind. The empty queue name
+    is one no caller can use."""
+    key = "write-probe" + "." * (_PROBE_BYTES if conn.dialect.name == "sqlite" else 200)
+    conn.execute(
+        sa.insert(throttle_buckets).values(queue="", throttle_key=key, tokens=0.0, updated_at=0)
+    )
+    conn.execute(
+        sa.delete(throttle_buckets).where(
+            throttle_buckets.c.queue == "", throttle_buckets.c.throttle_key == key
+        )
+    )
+
+
 def _repair_orphaned_queues(conn: Connection) -> None:
     with conn.begin():
         repaired = queues_sql.ensure_rows_for_jobs(conn, time.time_ns() // 1000)
@@ -1138,7 +1206,10 @@ def _row_fault(exc: BaseException) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    """An error for logs and job records: its type and a short prefix, never a whole value."""
+    """An error for logs and job records: its type and a short prefix, never a whole value
+    (nor SQLAlchemy's rendering of the statement and its parameters)."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
     return f"{type(exc).__name__}: {str(exc)[:_REASON_PREFIX]}"
 
 
