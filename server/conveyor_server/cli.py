@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from conveyor.cli import add_client_commands
 
 from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ServerConfig
+from conveyor_server.errors import DatabaseInUse
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -33,7 +34,11 @@ def _serve(args: argparse.Namespace) -> int:
         )
         await coordinator.serve_until_signalled()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except DatabaseInUse as refused:
+        print(f"conveyor serve: {refused}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -37,3 +37,8 @@ class Unavailable(ConveyorError):
 class ResourceExhausted(ConveyorError):
     """The coordinator ran out of something it needs to keep the request (disk space for the
     database, say); nothing was stored, and the same request can succeed once there is room."""
+
+
+class DatabaseInUse(FailedPrecondition):
+    """Another coordinator holds the SQLite database's lock file: two coordinators on one
+    SQLite file would miss each other's wake-ups, so the second one refuses to start."""

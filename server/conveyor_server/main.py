@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from dataclasses import dataclass
 
@@ -123,6 +124,7 @@ class Coordinator:
         for service_name in ("", SERVICE_NAME):
             await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         address = f"{host}:{port}"
+        store.describe_owner(f"pid {os.getpid()}, serving on {address}")
         log.info("coordinator.started", address=address, db=_redact(config.db_url))
         return cls(config, address, jobs, reaper, waker, cron, pruner, server, health, store)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,6 +52,19 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cursor.execute(f"PRAGMA synchronous={level}")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
+
+
+def lock_path(url: str) -> Path | None:
+    """The lock file beside a file-backed SQLite database (conveyor.db.lock beside
+    conveyor.db); None for an in-memory database and for PostgreSQL, where several
+    coordinators may share one database."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if not _is_sqlite(url) or database in ("", ":memory:") or "mode=memory" in str(parsed):
+        return None
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database).absolute().with_name(Path(database).name + ".lock")
 
 
 def create_writer_engine(url: str, synchronous: str) -> Engine:

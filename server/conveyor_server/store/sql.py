@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from conveyor_server.store.base import (
     Processed,
     ReceiptDecider,
 )
+from conveyor_server.store.lock import DatabaseLock
 from conveyor_server.store.migrate import upgrade_to_head
 from conveyor_server.store.prepared import Prepared, constant
 from conveyor_server.store.rows import (
@@ -219,6 +221,7 @@ class SqlStore:
         self._writable = True
         self._storage_failed = False  # set in the writer thread, read after its hop returns
         self._probe_task: asyncio.Task[None] | None = None
+        self._lock: DatabaseLock | None = None
         self._synchronous = sqlite_synchronous
         self._max_write_batch = max_write_batch
         self._rng = rng or Random()
@@ -235,6 +238,28 @@ class SqlStore:
 
     async def open(self) -> None:
         url = dialects.sync_url(self._url)
+        path = dialects.lock_path(url)
+        if path is not None:
+            lock = DatabaseLock(path, str(path.with_suffix("")))
+            lock.acquire(f"pid {os.getpid()}, starting")
+            self._lock = lock
+        try:
+            await self._open_database(url)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def describe_owner(self, owner: str) -> None:
+        """Names this coordinator in the SQLite lock file (what a refused second one prints)."""
+        if self._lock is not None:
+            self._lock.describe(owner)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def _open_database(self, url: str) -> None:
         self._writer = DatabaseThread(
             dialects.create_writer_engine(url, self._synchronous), "conveyor-writer"
         )
@@ -257,6 +282,7 @@ class SqlStore:
         for threads in (self._writer, self._readers):
             if threads is not None:
                 await threads.close()
+        self._release_lock()
 
     async def set_max_page_count(self, pages: int) -> int:
         """Test hook: caps the SQLite file at `pages` pages (at least its current size), which
