@@ -369,7 +369,10 @@ class SqlStore:
         self._writable = writable
         log.warning("store.write_health", writable=writable)
         if self._on_write_health is not None:
-            self._on_write_health(writable)
+            try:
+                self._on_write_health(writable)
+            except Exception as exc:  # an observer's failure must not stop the writer
+                log.error("store.write_health_observer_failed", error=repr(exc))
         if not writable and self._probe_task is None:
             self._probe_task = asyncio.create_task(self._probe(), name="conveyor-store-probe")
 
