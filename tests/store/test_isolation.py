@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.lifecycle import MAX_RETRY_DELAY
 from conveyor_server.core.model import JobState
+from conveyor_server.errors import ResourceExhausted
 from conveyor_server.main import Coordinator
 from conveyor_server.store.sql import ISOLATED_ERROR_TYPE
 from google.protobuf.duration_pb2 import Duration
@@ -165,3 +167,20 @@ async def test_a_lease_naming_a_queue_with_an_unreadable_row_still_serves_the_ot
     )
     reply = await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["broken", "fast"], max_jobs=2))
     assert [job.job_id for job in reply.jobs] == [fast]
+
+
+async def test_a_full_disk_during_lease_rescue_fails_no_job(
+    coordinator: Coordinator, stub: rpc.CoordinatorServiceStub, clock: FakeClock
+) -> None:
+    """A database fault is not a row's fault: nothing is isolated, every lease stays for the
+    next run."""
+    ids = [await enqueue(stub, "rescue", lease_duration=LEASE) for _ in range(50)]
+    await lease_ids(stub, "rescue", max_jobs=50)
+    store = store_of(coordinator)
+    clock.advance(60)
+    await store.set_max_page_count(1)  # the rescue's 50 attempt records need new pages
+    with pytest.raises(ResourceExhausted):
+        await coordinator.reaper.run_once(clock.now())
+    states = await _states(coordinator, ids)
+    assert set(states.values()) == {JobState.LEASED}
+    assert coordinator.reaper.isolated_rows == 0

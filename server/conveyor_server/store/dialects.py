@@ -174,6 +174,20 @@ def storage_fault(exc: BaseException) -> ConveyorError | None:
     """The typed error for a write that failed because the storage did (a full disk, an I/O
     error), or None when the failure is something else. A full disk is RESOURCE_EXHAUSTED:
     nothing was stored and the same request succeeds once there is room."""
+    # SQLite may roll the whole transaction back on a full disk, so undoing a savepoint then
+    # fails too: the storage's error is then the context of the one raised.
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        fault = _storage_fault(seen)
+        if fault is not None:
+            return fault
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _storage_fault(exc: BaseException) -> ConveyorError | None:
     orig = getattr(exc, "orig", None) or exc
     code = getattr(orig, "sqlite_errorcode", None)
     state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
