@@ -105,7 +105,7 @@ export function timestampOf(date) {
 export function unary(stub, method, request, { timeoutMs, onCall } = {}) {
   return new Promise((resolve, reject) => {
     const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
-    const call = stub[method](request, callOptions, (/** @type {any} */ error, reply) =>
+    const call = stub[method](request, callOptions, (/** @type {any} */ error, /** @type {any} */ reply) =>
       error ? reject(error) : resolve(reply),
     );
     onCall?.(call);

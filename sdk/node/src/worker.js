@@ -364,6 +364,7 @@ export class Worker {
     });
     const interval = heartbeatIntervalMs(job, this.config.heartbeatFraction);
     const running = new RunningJob(job, context, interval, performance.now());
+    context._setHeartbeatRequest(() => this.#heartbeats?.ask(job.leaseToken));
     this.#running.set(job.leaseToken, running);
     this.#heartbeats?.tracked(running);
     running.done = this.#execute(running);
