@@ -196,25 +196,34 @@ export class Client {
 
   /**
    * One page of jobs, newest first. Pass the page's `nextPageToken` back as `pageToken` for
-   * the next page; it is '' on the last one.
-   * @param {{queue?: string, state?: string, pageSize?: number, pageToken?: string}} [filter]
-   *   `state` as 'FAILED' or 'JOB_STATE_FAILED'; leave `queue` or `state` out for any
+   * the next page; it is '' on the last one. A coordinator of this release leaves out
+   * payload, result and checkpoint unless `full` (ListJobsRequest.view), and may cut a page
+   * of large jobs short (with a token for the rest); older ones ignore `full`.
+   * @param {{queue?: string, state?: string, pageSize?: number, pageToken?: string,
+   *   full?: boolean}} [filter] `state` as 'FAILED' or 'JOB_STATE_FAILED'; leave `queue` or
+   *   `state` out for any
    * @returns {Promise<{jobs: any[], nextPageToken: string}>}
    */
-  async listJobs({ queue = '', state, pageSize = 50, pageToken = '' } = {}) {
-    const request = { queue, state: enumName('JOB_STATE_', state), pageSize, pageToken };
+  async listJobs({ queue = '', state, pageSize = 50, pageToken = '', full = false } = {}) {
+    const request = {
+      queue,
+      state: enumName('JOB_STATE_', state),
+      pageSize,
+      pageToken,
+      view: full ? 'JOB_VIEW_FULL' : 'JOB_VIEW_BASIC',
+    };
     return this.#call('ListJobs', request);
   }
 
   /**
    * Every matching job, newest first, fetching page after page as it goes.
-   * @param {{queue?: string, state?: string, pageSize?: number}} [filter]
+   * @param {{queue?: string, state?: string, pageSize?: number, full?: boolean}} [filter]
    * @returns {AsyncGenerator<any>}
    */
-  async *iterJobs({ queue, state, pageSize = 500 } = {}) {
+  async *iterJobs({ queue, state, pageSize = 500, full = false } = {}) {
     let pageToken = '';
     do {
-      const page = await this.listJobs({ queue, state, pageSize, pageToken });
+      const page = await this.listJobs({ queue, state, pageSize, pageToken, full });
       yield* page.jobs;
       pageToken = page.nextPageToken;
     } while (pageToken);
