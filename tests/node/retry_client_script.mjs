@@ -14,7 +14,7 @@ const client = new Client({
   address,
   autoIdempotencyKeys: mode === 'auto',
   // Retries often and long enough that no restart in the tests outlasts them.
-  enqueueRetry: { maxAttempts: 200, initialBackoffMs: 10, maxBackoffMs: 50 },
+  enqueueRetry: { maxAttempts: 1000, initialBackoffMs: 10, maxBackoffMs: 50 },
 });
 
 /** @param {object} event */

@@ -66,7 +66,7 @@ async def call_through_outage(
     if restart:
         await asyncio.sleep(DOWNTIME)  # the outage the client must ride out (not a sync point)
         await outage.start()
-    done = await node.event("done", timeout=30)
+    done = await node.event("done", timeout=60)
     assert await node.process.wait() == 0
     if not restart:
         await outage.start()

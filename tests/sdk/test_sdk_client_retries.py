@@ -19,7 +19,7 @@ from conveyor_server.core.clock import SystemClock
 from conveyor_server.main import Coordinator
 
 # Retries often and long enough that no restart in these tests outlasts them.
-PATIENT = EnqueueRetry(max_attempts=200, initial_backoff=0.01, max_backoff=0.05)
+PATIENT = EnqueueRetry(max_attempts=1000, initial_backoff=0.01, max_backoff=0.05)
 # How long the coordinator stays down: the client meanwhile retries (or gives up).
 DOWNTIME = 0.3
 
@@ -136,10 +136,11 @@ async def lose_the_reply(
     """Lets `call` reach the coordinator, drops its reply once the job is stored, cuts the
     connection, and restarts the coordinator after DOWNTIME."""
     relay.dropping = True
-    for _ in range(500):  # the store can only be polled; 500 x 10 ms bounds the wait
-        if await stored_jobs(coordinators.address, "q") or call.done():
-            break
-        await asyncio.sleep(0.01)
+    async with Client(coordinators.address) as direct:
+        for _ in range(3000):  # the store can only be polled; this bounds the wait
+            if (await direct.list_jobs("q")).jobs or call.done():
+                break
+            await asyncio.sleep(0.01)
     relay.cut()
     await coordinators.restart_after(DOWNTIME)
 
