@@ -152,6 +152,21 @@ const scenarios = {
   },
 };
 
+// A Client whose channel takes replies of 1 KiB at most: the job of 4 KiB cannot come back.
+scenarios.channelOptions = async (client) => {
+  const { jobId } = await client.enqueue('q', 'echo', Buffer.alloc(4096));
+  const small = new Client({
+    address,
+    channelOptions: { 'grpc.max_receive_message_length': 1024 },
+  });
+  try {
+    const defaultLimit = (await client.getJob(jobId)).payload.length;
+    return { defaultLimit, small: await codeOf(small.getJob(jobId)) };
+  } finally {
+    small.close();
+  }
+};
+
 const client = new Client({ address });
 try {
   const run = scenarios[scenario];

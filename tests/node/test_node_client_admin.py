@@ -116,3 +116,11 @@ async def test_registers_a_task_type_from_a_descriptor_set_and_reads_it_back(
     assert seen["contradicting"] == "INVALID_ARGUMENT"
     assert seen["got"] == ["send_email", "1.2.0", True]
     assert seen["listed"] == ["send_email@1.2.0"]
+
+
+async def test_channel_options_reach_the_grpc_channel(
+    live_coordinator: Coordinator, spawn_node: SpawnNode
+) -> None:
+    seen = await run_scenario(spawn_node, "channelOptions", live_coordinator.address)
+
+    assert seen == {"defaultLimit": 4096, "small": "RESOURCE_EXHAUSTED"}

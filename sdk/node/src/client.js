@@ -127,6 +127,8 @@ export class Client {
    * @param {number} [options.timeoutMs] bounds each call except waitJob (default 30 s)
    * @param {string} [options.protoPath] directory holding conveyor/v1/coordinator.proto
    * @param {import('@grpc/grpc-js').ChannelCredentials} [options.credentials] for TLS
+   * @param {import('@grpc/grpc-js').ChannelOptions} [options.channelOptions] gRPC channel
+   *   arguments, winning over the SDK's own
    * @param {boolean} [options.autoIdempotencyKeys] default false
    * @param {EnqueueRetry} [options.enqueueRetry]
    */
@@ -135,6 +137,7 @@ export class Client {
     timeoutMs = 30_000,
     protoPath,
     credentials,
+    channelOptions,
     autoIdempotencyKeys = false,
     enqueueRetry = {},
   } = {}) {
@@ -143,7 +146,7 @@ export class Client {
     this.autoIdempotencyKeys = autoIdempotencyKeys;
     this.enqueueRetry = { ...DEFAULT_ENQUEUE_RETRY, ...enqueueRetry };
     this.protoPath = protoPath;
-    this.stub = openStub(address, { protoPath, credentials });
+    this.stub = openStub(address, { protoPath, credentials, channelOptions });
   }
 
   close() {
