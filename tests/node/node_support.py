@@ -18,6 +18,7 @@ WORKER_SCRIPT = HERE / "worker_script.mjs"
 CLIENT_SCRIPT = HERE / "client_script.mjs"
 VERSIONS_WORKER = HERE / "versions_worker.mjs"
 CONTRACTS_SCRIPT = HERE / "contracts_script.mjs"
+ADMIN_CLIENT_SCRIPT = HERE / "admin_client_script.mjs"
 CONFORMANCE_WORKER = SDK_NODE / "conformance" / "worker.mjs"
 
 

@@ -43,6 +43,8 @@ export class JobContext {
   /** whether the coordinator has not got #saved yet */
   #unsent = false;
   #controller = new AbortController();
+  /** @type {(() => void) | null} set by the worker: asks its heartbeat loop for a beat now */
+  #onHeartbeatRequest = null;
 
   /**
    * @param {object} job
@@ -111,7 +113,20 @@ export class JobContext {
     this.#unsent = true;
   }
 
+  /**
+   * Asks for a heartbeat as soon as possible (say, to send a checkpoint at once, or to learn
+   * sooner whether the job was cancelled). Beats requested together go in one call.
+   */
+  heartbeatNow() {
+    this.#onHeartbeatRequest?.();
+  }
+
   // -- for the worker ------------------------------------------------------------------------
+
+  /** @param {() => void} callback */
+  _setHeartbeatRequest(callback) {
+    this.#onHeartbeatRequest = callback;
+  }
 
   /** @param {Error} reason */
   _abort(reason) {

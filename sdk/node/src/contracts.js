@@ -54,7 +54,11 @@ export function isMessageType(value) {
 export function contractOf(type) {
   // protobufjs keeps an aggregate option both whole (parsedOptions, from .proto files) and
   // flattened into `options` ('(conveyor.v1.task).name'; all that JSON descriptors keep).
-  const parsed = (type.parsedOptions ?? []).find((option) => TASK_OPTION in option)?.[TASK_OPTION];
+  // protobufjs declares parsedOptions as a map, but it holds an array of {option: value}.
+  const parsedOptions = /** @type {Record<string, any>[]} */ (
+    /** @type {unknown} */ (type.parsedOptions ?? [])
+  );
+  const parsed = parsedOptions.find((option) => TASK_OPTION in option)?.[TASK_OPTION];
   const options = type.options ?? {};
   const name = parsed?.name ?? options[`${TASK_OPTION}.name`];
   const version = parsed?.version ?? options[`${TASK_OPTION}.version`];

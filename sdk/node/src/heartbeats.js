@@ -24,6 +24,8 @@ export class Heartbeats {
   #wakeup = new Wakeup();
   #sleepingUntil = 0;
   #stopped = false;
+  /** @type {Set<string>} lease tokens of jobs whose handler called heartbeatNow() */
+  #asked = new Set();
 
   /**
    * @param {Record<string, Function>} stub
@@ -46,6 +48,15 @@ export class Heartbeats {
     if (running.nextHeartbeat < this.#sleepingUntil) this.#wakeup.set();
   }
 
+  /**
+   * A heartbeat as soon as possible for this job (JobContext.heartbeatNow()).
+   * @param {string} leaseToken
+   */
+  ask(leaseToken) {
+    this.#asked.add(leaseToken);
+    this.#wakeup.set();
+  }
+
   /** Ends `run` after the call in flight, if any. */
   stop() {
     this.#stopped = true;
@@ -64,8 +75,11 @@ export class Heartbeats {
 
   /** @param {number} now */
   #due(now) {
+    const asked = this.#asked;
+    this.#asked = new Set();
     return [...this.running.values()].filter(
-      (r) => r.nextHeartbeat - now <= r.intervalMs * EARLY_FRACTION,
+      (r) =>
+        r.nextHeartbeat - now <= r.intervalMs * EARLY_FRACTION || asked.has(r.job.leaseToken),
     );
   }
 
@@ -75,7 +89,7 @@ export class Heartbeats {
     for (const r of this.running.values()) upcoming = Math.min(upcoming, r.nextHeartbeat);
     this.#sleepingUntil = upcoming;
     this.#wakeup.clear();
-    if (this.#stopped) return;
+    if (this.#stopped || this.#asked.size > 0) return;
     await this.#wakeup.wait(upcoming - now);
     this.#sleepingUntil = 0;
   }

@@ -50,16 +50,20 @@ export function coordinatorService(protoPath = DEFAULT_PROTO_PATH) {
 
 /**
  * A CoordinatorService stub on an insecure channel (or `credentials`, for TLS).
+ * `channelOptions` are gRPC channel arguments ('grpc.max_reconnect_backoff_ms': 5000, say);
+ * they win over the SDK's own (64 MiB send and receive limits).
  * @param {string} address host:port
- * @param {{protoPath?: string, credentials?: grpc.ChannelCredentials}} [options]
+ * @param {{protoPath?: string, credentials?: grpc.ChannelCredentials,
+ *   channelOptions?: grpc.ChannelOptions}} [options]
  * @returns {grpc.Client & Record<string, Function>}
  */
-export function openStub(address, { protoPath, credentials } = {}) {
+export function openStub(address, { protoPath, credentials, channelOptions } = {}) {
   const Service = coordinatorService(protoPath);
   return /** @type {any} */ (
     new Service(address, credentials ?? grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+      ...channelOptions,
     })
   );
 }
@@ -105,7 +109,7 @@ export function timestampOf(date) {
 export function unary(stub, method, request, { timeoutMs, onCall } = {}) {
   return new Promise((resolve, reject) => {
     const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
-    const call = stub[method](request, callOptions, (/** @type {any} */ error, reply) =>
+    const call = stub[method](request, callOptions, (/** @type {any} */ error, /** @type {any} */ reply) =>
       error ? reject(error) : resolve(reply),
     );
     onCall?.(call);

@@ -88,6 +88,8 @@ const STOPPED = Symbol('stopped');
  *   false: any job of the queues)
  * @property {string} [protoPath] directory holding conveyor/v1/coordinator.proto
  * @property {import('@grpc/grpc-js').ChannelCredentials} [credentials] for TLS
+ * @property {import('@grpc/grpc-js').ChannelOptions} [channelOptions] gRPC channel arguments,
+ *   winning over the SDK's own
  * @property {Logger} [logger] default: warnings and errors to stderr, no info lines
  */
 
@@ -364,6 +366,7 @@ export class Worker {
     });
     const interval = heartbeatIntervalMs(job, this.config.heartbeatFraction);
     const running = new RunningJob(job, context, interval, performance.now());
+    context._setHeartbeatRequest(() => this.#heartbeats?.ask(job.leaseToken));
     this.#running.set(job.leaseToken, running);
     this.#heartbeats?.tracked(running);
     running.done = this.#execute(running);
@@ -571,6 +574,7 @@ function workerConfig(options) {
     declareTaskTypes: options.declareTaskTypes ?? true,
     protoPath: options.protoPath,
     credentials: options.credentials,
+    channelOptions: options.channelOptions,
   };
   if (!Array.isArray(config.queues) || config.queues.length === 0) {
     throw new TypeError('queues must be a non-empty array of queue names');

@@ -2,7 +2,7 @@
 testing helpers (`conveyor.testing`). Talks to the coordinator over the conveyor.v1 gRPC
 contract only."""
 
-from conveyor.client import Client, SyncClient
+from conveyor.client import Client, EnqueueRetry, SyncClient
 from conveyor.context import JobContext, NonRetryableError, Retry
 from conveyor.errors import (
     AlreadyExists,
@@ -47,6 +47,7 @@ __all__ = [
     "ConveyorError",
     "DeadlineExceeded",
     "EnqueueResult",
+    "EnqueueRetry",
     "FailedPrecondition",
     "Internal",
     "InvalidArgument",

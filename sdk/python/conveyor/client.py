@@ -4,8 +4,11 @@ schedules. `Client` is asyncio; `SyncClient` wraps it for plain code."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import random
 import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -15,7 +18,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from conveyor import _contracts, _convert
-from conveyor.errors import JobCancelled, JobFailed, WaitTimeout, from_rpc_error
+from conveyor.errors import JobCancelled, JobFailed, Unavailable, WaitTimeout, from_rpc_error
 from conveyor.models import (
     EnqueueResult,
     Job,
@@ -77,13 +80,54 @@ class _Unset:
     """Marks an `update_queue` keyword that was not passed (None means 'clear')."""
 
 
+@dataclasses.dataclass(frozen=True)
+class EnqueueRetry:
+    """How `enqueue` and `enqueue_batch` retry UNAVAILABLE (a coordinator restarting, say).
+
+    They retry only when every job carries an idempotency key: without one, a call whose
+    reply was lost may have stored the job, and sending it again would store a second copy.
+    The pause before retry n is `initial_backoff * multiplier ** (n - 1)` seconds, capped at
+    `max_backoff`, and cut by a random fraction of at most `jitter` so that producers cut off
+    together do not come back in step. The defaults ride out about 8 to 16 s of absence."""
+
+    max_attempts: int = 8  # calls in all, the first included; 1 = never retry
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter must be within [0, 1], got {self.jitter}")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must be non-negative and the multiplier at least 1")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number `retry` (1 = the first retry)."""
+        full = min(self.initial_backoff * self.multiplier ** (retry - 1), self.max_backoff)
+        return full * (1.0 - self.jitter * rng.random())
+
+
+def _with_key(spec: JobSpec, auto: bool) -> JobSpec:
+    """The spec, with a random idempotency key when it has none and `auto` asks for one."""
+    if auto and not spec.idempotency_key:
+        return dataclasses.replace(spec, idempotency_key=f"auto-{uuid.uuid4().hex}")
+    return spec
+
+
 class Client:
     """Async client. Use as `async with Client(address) as client:` or call `close()`.
 
     `timeout` bounds each call (seconds; None = no bound; WaitJob has its own). Pass
     `credentials` (grpc.ssl_channel_credentials(...)) for TLS and `channel_options` for any
     other gRPC channel argument. Failed calls raise the ConveyorError subclass for their status
-    (NotFound, InvalidArgument, ...) with the coordinator's message."""
+    (NotFound, InvalidArgument, ...) with the coordinator's message.
+
+    `enqueue` and `enqueue_batch` retry UNAVAILABLE by `enqueue_retry`, but only for jobs with
+    an idempotency key (see EnqueueRetry); `auto_idempotency_keys=True` gives every job
+    without one a random key, so that every enqueue may be retried. No other call retries."""
 
     def __init__(
         self,
@@ -92,11 +136,16 @@ class Client:
         timeout: float | None = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        auto_idempotency_keys: bool = False,
+        enqueue_retry: EnqueueRetry = EnqueueRetry(),
     ) -> None:
         self.address = address
         self._channel = open_channel(address, credentials, channel_options)
         self._stub: rpc.CoordinatorServiceAsyncStub = rpc.CoordinatorServiceStub(self._channel)
         self._timeout = timeout
+        self._auto_idempotency_keys = auto_idempotency_keys
+        self._enqueue_retry = enqueue_retry
+        self._rng = random.Random()
 
     async def __aenter__(self) -> Client:
         return self
@@ -125,9 +174,11 @@ class Client:
         idempotency_key: str | None = None,
         parent_job_id: str | None = None,
         throttle_key: str | None = None,
+        auto_idempotency_key: bool | None = None,
     ) -> EnqueueResult:
         """Stores one job; returns once it is on the coordinator's disk. `delay` and
         `lease_duration` take seconds or a timedelta; None means the queue's default.
+        `auto_idempotency_key` overrides the client's `auto_idempotency_keys` for this call.
 
         `task_type` is a name with `payload` as bytes (and `task_version` if the payload
         follows a versioned contract), or a generated message whose `(conveyor.v1.task)`
@@ -149,16 +200,45 @@ class Client:
             parent_job_id=parent_job_id,
             throttle_key=throttle_key,
         )
+        auto = auto_idempotency_key
+        if auto is None:
+            auto = self._auto_idempotency_keys
+        spec = _with_key(spec, auto)
         request = pb.EnqueueRequest(job=_convert.job_spec_pb(spec))
-        return _convert.enqueue_result(
-            await _call(self._stub.Enqueue(request, timeout=self._timeout))
+        reply = await self._retry_unavailable(
+            lambda: self._stub.Enqueue(request, timeout=self._timeout),
+            retry=bool(spec.idempotency_key),
         )
+        return _convert.enqueue_result(reply)
 
-    async def enqueue_batch(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
-        """Stores several jobs in one transaction: all of them, or none and an error."""
-        request = pb.EnqueueBatchRequest(jobs=[_convert.job_spec_pb(s) for s in specs])
-        reply = await _call(self._stub.EnqueueBatch(request, timeout=self._timeout))
+    async def enqueue_batch(
+        self, specs: Sequence[JobSpec], *, auto_idempotency_keys: bool | None = None
+    ) -> list[EnqueueResult]:
+        """Stores several jobs in one transaction: all of them, or none and an error.
+        `auto_idempotency_keys` overrides the client's for this call."""
+        auto = auto_idempotency_keys
+        if auto is None:
+            auto = self._auto_idempotency_keys
+        keyed = [_with_key(spec, auto) for spec in specs]
+        request = pb.EnqueueBatchRequest(jobs=[_convert.job_spec_pb(s) for s in keyed])
+        reply = await self._retry_unavailable(
+            lambda: self._stub.EnqueueBatch(request, timeout=self._timeout),
+            retry=all(spec.idempotency_key for spec in keyed),
+        )
         return [_convert.enqueue_result(r) for r in reply.results]
+
+    async def _retry_unavailable(self, call: Callable[[], Awaitable[T]], *, retry: bool) -> T:
+        """Makes the call; while it fails with UNAVAILABLE and `retry` (the request is safe to
+        repeat), waits by `enqueue_retry` and makes it again."""
+        attempts = self._enqueue_retry.max_attempts if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await _call(call())
+            except Unavailable:
+                if attempt == attempts:
+                    raise
+            await asyncio.sleep(self._enqueue_retry.backoff(attempt, self._rng))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get_job(self, job_id: str) -> Job:
         reply = await _call(
@@ -490,6 +570,8 @@ class SyncClient:
         timeout: float | None = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        auto_idempotency_keys: bool = False,
+        enqueue_retry: EnqueueRetry = EnqueueRetry(),
     ) -> None:
         self.address = address
         self._loop = asyncio.new_event_loop()
@@ -501,7 +583,12 @@ class SyncClient:
 
         async def make() -> Client:  # grpc.aio channels belong to the loop they are made on
             return Client(
-                address, timeout=timeout, credentials=credentials, channel_options=channel_options
+                address,
+                timeout=timeout,
+                credentials=credentials,
+                channel_options=channel_options,
+                auto_idempotency_keys=auto_idempotency_keys,
+                enqueue_retry=enqueue_retry,
             )
 
         self._client = self._run(make())

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/task.proto\x12\x0b\x63onveyor.v1\x1a google/protobuf/descriptor.proto\",\n\x0bTaskOptions\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t:I\n\x04task\x12\x1f.google.protobuf.MessageOptions\x18\x92\x94\x03 \x01(\x0b\x32\x18.conveyor.v1.TaskOptionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/task.proto\x12\x0b\x63onveyor.v1\x1a google/protobuf/descriptor.proto\",\n\x0bTaskOptions\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t:I\n\x04task\x12\x1f.google.protobuf.MessageOptions\x18\x92\x94\x03 \x01(\x0b\x32\x18.conveyor.v1.TaskOptionsB\x89\x01\n\x0f\x64\x65v.conveyor.v1B\tTaskProtoP\x01Z>github.com/conveyor-dev/conveyor/gen/go/conveyor/v1;conveyorv1\xaa\x02\x0b\x43onveyor.V1\xca\x02\x0b\x43onveyor\\V1\xea\x02\x0c\x43onveyor::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.conveyor.v1B\tTaskProtoP\001Z>github.com/conveyor-dev/conveyor/gen/go/conveyor/v1;conveyorv1\252\002\013Conveyor.V1\312\002\013Conveyor\\V1\352\002\014Conveyor::V1'
   _globals['_TASKOPTIONS']._serialized_start=73
   _globals['_TASKOPTIONS']._serialized_end=117
 # @@protoc_insertion_point(module_scope)
