@@ -28,6 +28,10 @@ def add_coordinator_servicer(servicer: rpc.CoordinatorServiceServicer, server: A
     """Like rpc.add_CoordinatorServiceServicer_to_server, with undecodable requests refused."""
     generated = _Capture()
     rpc.add_CoordinatorServiceServicer_to_server(servicer, generated)  # type: ignore[arg-type]
+    if set(generated.handlers) != set(SERVICE.methods_by_name):
+        # The generated code registers through add_registered_method_handlers (grpcio-tools
+        # 1.62 and later); anything else would silently drop RPCs here.
+        raise RuntimeError("generated CoordinatorService registration changed shape")
     handlers = {
         method: _checked(handler, SERVICE.methods_by_name[method].input_type.full_name)
         for method, handler in generated.handlers.items()
