@@ -122,8 +122,8 @@ def _bytes(value: bytes, field: str, limits: Limits) -> bytes:
     return value
 
 
-def duration(value: Duration, field: str, longest: Micros = LONGEST) -> Micros:
-    """A non-negative Duration of at most `longest` (about 100 years unless said)."""
+def duration(value: Duration, field: str) -> Micros:
+    """A non-negative Duration of at most LONGEST (about 100 years); callers narrow it."""
     seconds, nanos = value.seconds, value.nanos
     if (seconds < 0 < nanos) or (nanos < 0 < seconds):
         raise InvalidArgument(f"{field} is not a valid Duration: seconds and nanos differ in sign")
@@ -135,17 +135,9 @@ def duration(value: Duration, field: str, longest: Micros = LONGEST) -> Micros:
     if seconds < 0 or nanos < 0:
         raise InvalidArgument(f"{field} must not be negative")
     micros = micros_of_duration(value)
-    if micros > longest:
-        raise InvalidArgument(f"{field} must be at most {_span(longest)}")
+    if micros > LONGEST:
+        raise InvalidArgument(f"{field} must be at most 100 years")
     return micros
-
-
-def _span(micros: Micros) -> str:
-    if micros == LONGEST:
-        return "100 years"
-    if micros % (3600 * MICROS_PER_SECOND) == 0:
-        return f"{micros // (3600 * MICROS_PER_SECOND)} h"
-    return f"{micros / MICROS_PER_SECOND:g} s"
 
 
 def _optional_duration(
