@@ -73,7 +73,7 @@ def check_payload(task_type: TaskType, payload: bytes, field: str) -> None:
     for path, number in _unknown_fields(message, ""):
         raise InvalidArgument(
             f"{field} is not a {task_type.label}: it has field number {number}"
-            f"{' in ' + path if path else ''}, which the message does not define"
+            f"{' in ' + shown(path, limit=200) if path else ''}, which the message does not define"
         )
 
 
