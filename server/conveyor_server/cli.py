@@ -9,23 +9,18 @@ from collections.abc import Sequence
 
 from conveyor.cli import add_client_commands
 
-from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ServerConfig
+from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ConfigError, ServerConfig
 from conveyor_server.errors import DatabaseInUse
 
 
 def _serve(args: argparse.Namespace) -> int:
     from conveyor_server.main import Coordinator
 
-    config = ServerConfig(
-        db_url=args.db,
-        listen=args.listen,
-        sqlite_synchronous=args.sqlite_synchronous,
-        max_payload_bytes=args.max_payload_bytes,
-        max_depth=args.max_depth,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        shutdown_grace_seconds=args.shutdown_grace,
-    )
+    try:
+        config = _config(args)
+    except ConfigError as error:
+        print(f"conveyor serve: {error}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         coordinator = await Coordinator.start(config)
@@ -40,6 +35,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"conveyor serve: {refused}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    """The serve flags as a ServerConfig; a flag out of range raises ConfigError."""
+    return ServerConfig(
+        db_url=args.db,
+        listen=args.listen,
+        sqlite_synchronous=args.sqlite_synchronous,
+        max_payload_bytes=args.max_payload_bytes,
+        max_depth=args.max_depth,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        shutdown_grace_seconds=args.shutdown_grace,
+    )
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

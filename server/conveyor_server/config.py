@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DEFAULT_LISTEN = "127.0.0.1:7345"
 DEFAULT_DB_URL = "sqlite:///conveyor.db"
+# Largest gRPC message in either direction (main.py sets the transport to this).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A Job reply carries payload, result and checkpoint (each up to max_payload_bytes) plus up to
+# 100 attempts with 16 KiB error messages (under 2 MiB) and a few small fields: room for all
+# of it keeps every reply under MAX_MESSAGE_BYTES.
+ENVELOPE_BYTES = 4 * 1024 * 1024
+MAX_PAYLOAD_LIMIT = (MAX_MESSAGE_BYTES - ENVELOPE_BYTES) // 3  # 20 MiB
+MAX_MAX_DEPTH = 10_000
+
+
+class ConfigError(ValueError):
+    """A setting out of range; the message names the option and says what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -27,3 +40,26 @@ class ServerConfig:
     shutdown_grace_seconds: float = 10.0
     # Most jobs one writer transaction takes at once (group commit size).
     max_write_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Each setting out of range, named as its `conveyor serve` flag."""
+        found = []
+        if not 1 <= self.max_payload_bytes <= MAX_PAYLOAD_LIMIT:
+            found.append(
+                f"--max-payload-bytes must be between 1 and {MAX_PAYLOAD_LIMIT} (20 MiB: a job "
+                f"reply carries payload, result and checkpoint in one {MAX_MESSAGE_BYTES}-byte "
+                f"message), not {self.max_payload_bytes}"
+            )
+        if not 0 <= self.max_depth <= MAX_MAX_DEPTH:
+            found.append(f"--max-depth must be between 0 and {MAX_MAX_DEPTH}, not {self.max_depth}")
+        grace = self.shutdown_grace_seconds
+        if not (math.isfinite(grace) and 0 <= grace <= 3600):
+            found.append(f"--shutdown-grace must be between 0 and 3600 seconds, not {grace}")
+        if self.max_write_batch < 1:
+            found.append(f"max_write_batch must be at least 1, not {self.max_write_batch}")
+        return found

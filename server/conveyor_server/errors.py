@@ -42,3 +42,16 @@ class ResourceExhausted(ConveyorError):
 class DatabaseInUse(FailedPrecondition):
     """Another coordinator holds the SQLite database's lock file: two coordinators on one
     SQLite file would miss each other's wake-ups, so the second one refuses to start."""
+
+
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A value as an error message may quote it: repr'd, and cut to a short prefix, so a
+    20,000-character name cannot push a status message past the transport's metadata limit
+    (8 KiB by default in gRPC clients). `limit` is for quoting another error's text."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

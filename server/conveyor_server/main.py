@@ -10,14 +10,14 @@ from dataclasses import dataclass
 import grpc
 import structlog
 from conveyor.v1 import coordinator_pb2 as pb
-from conveyor.v1 import coordinator_pb2_grpc as rpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits
-from conveyor_server.config import ServerConfig
+from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
 from conveyor_server.core.clock import Clock, SystemClock
 from conveyor_server.core.jobs import JobService, JobServiceConfig
 from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
@@ -34,7 +34,7 @@ from conveyor_server.store.sql import SqlStore
 log = structlog.get_logger("conveyor.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Coordinator:
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
         queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
         schedules = ScheduleService(store, clock, cron_alarm)
-        rpc.add_CoordinatorServiceServicer_to_server(
+        add_coordinator_servicer(
             CoordinatorServicer(
                 jobs,
                 queues,

@@ -3,6 +3,7 @@ nothing invalid is stored. The payload limit is set small here (1 KiB)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 from typing import Any
@@ -12,9 +13,13 @@ import pytest
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor_server.config import ServerConfig
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 from server_wire import QUEUE, TASK, Wire, refused, seconds
 
 LIMIT = 1024
+YEAR = 365 * 24 * 3600
+CENTURY_AND_A_DAY = Duration(seconds=36_525 * 24 * 3600 + 24 * 3600)
 
 
 @pytest.fixture
@@ -51,6 +56,34 @@ INVALID_SPECS: dict[str, tuple[dict[str, Any], str]] = {
     "multiplier below 1": (
         {"retry_policy": pb.RetryPolicy(multiplier=0.5)},
         "job.retry_policy.multiplier",
+    ),
+    "delay of -1 ns": ({"delay": Duration(nanos=-1)}, "job.delay"),
+    "delay over 100 years": ({"delay": CENTURY_AND_A_DAY}, "job.delay"),
+    "delay outside the Duration range": (
+        {"delay": Duration(seconds=315_576_000_001)},
+        "job.delay",
+    ),
+    "run_at in year 10000": ({"run_at": Timestamp(seconds=253_402_300_800)}, "job.run_at"),
+    "run_at before year 1": ({"run_at": Timestamp(seconds=-62_135_596_801)}, "job.run_at"),
+    "initial_backoff of 9.2e12 s": (
+        {"retry_policy": pb.RetryPolicy(initial_backoff=Duration(seconds=9_200_000_000_000))},
+        "job.retry_policy.initial_backoff",
+    ),
+    "max_backoff over 100 years": (
+        {"retry_policy": pb.RetryPolicy(max_backoff=CENTURY_AND_A_DAY)},
+        "job.retry_policy.max_backoff",
+    ),
+    "initial_backoff of -1 ns": (
+        {"retry_policy": pb.RetryPolicy(initial_backoff=Duration(nanos=-1))},
+        "job.retry_policy.initial_backoff",
+    ),
+    "multiplier infinite": (
+        {"retry_policy": pb.RetryPolicy(multiplier=math.inf)},
+        "job.retry_policy.multiplier",
+    ),
+    "lease_duration of 100 years": (
+        {"lease_duration": Duration(seconds=100 * YEAR)},
+        "job.lease_duration",
     ),
 }
 
@@ -148,3 +181,180 @@ async def test_a_receipt_without_a_lease_token_is_refused(wire: Wire) -> None:
         wire.receipt(leased, pb.OUTCOME_SUCCESS, token=""), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert "lease_token" in message
+
+
+async def test_backoffs_and_delays_of_100_years_are_accepted(wire: Wire) -> None:
+    century = Duration(seconds=36_525 * 24 * 3600)
+    policy = pb.RetryPolicy(initial_backoff=century, max_backoff=century)
+    reply = await wire.enqueue(delay=century, retry_policy=policy)
+    job = await wire.get(reply.job_id)
+    assert job.retry_policy.initial_backoff == century
+
+
+async def test_run_at_on_the_last_second_of_year_9999_is_accepted(wire: Wire) -> None:
+    last = Timestamp(seconds=253_402_300_799)
+    reply = await wire.enqueue(run_at=last)
+    assert (await wire.get(reply.job_id)).run_at == last
+
+
+async def test_a_heartbeat_extend_by_of_minus_1_ns_is_refused(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    message = await refused(
+        wire.heartbeat(leased, extend_by=Duration(nanos=-1)), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert "extend_by" in message
+
+
+async def test_a_retry_after_over_100_years_is_refused(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    message = await refused(
+        wire.fail(leased, retry_after=CENTURY_AND_A_DAY), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert "retry_after" in message
+    assert (await wire.get(leased.job_id)).state == pb.JOB_STATE_LEASED
+
+
+async def test_a_lease_wait_of_minus_1_ns_is_refused(wire: Wire) -> None:
+    request = pb.LeaseRequest(worker_id="w", queues=[QUEUE], wait=Duration(nanos=-1))
+    message = await refused(wire.stub.Lease(request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "wait" in message
+
+
+INVALID_QUEUES: dict[str, tuple[dict[str, Any], str]] = {
+    "rate of 5e-324": ({"rate_limit": pb.RateLimit(rate=5e-324, burst=1)}, "rate_limit.rate"),
+    "per-key rate of 1e-14": (
+        {"per_key_rate_limit": pb.RateLimit(rate=1e-14, burst=1)},
+        "per_key_rate_limit.rate",
+    ),
+    "rate of 1e7": ({"rate_limit": pb.RateLimit(rate=1e7, burst=1)}, "rate_limit.rate"),
+    "rate infinite": ({"rate_limit": pb.RateLimit(rate=math.inf, burst=1)}, "rate_limit.rate"),
+    "burst over a million": (
+        {"rate_limit": pb.RateLimit(rate=1, burst=1_000_001)},
+        "rate_limit.burst",
+    ),
+    "negative burst": ({"rate_limit": pb.RateLimit(rate=1, burst=-1)}, "rate_limit.burst"),
+    "bucket refilling in over 100 years": (
+        {"rate_limit": pb.RateLimit(rate=1e-6, burst=10_000)},
+        "rate_limit",
+    ),
+    "retention of 1e13 s": (
+        {"retention": pb.RetentionPolicy(succeeded=Duration(seconds=10**13))},
+        "queue.retention.succeeded",
+    ),
+    "retention of -1 ns": (
+        {"retention": pb.RetentionPolicy(failed=Duration(nanos=-1))},
+        "queue.retention.failed",
+    ),
+    "max_concurrency over a million": ({"max_concurrency": 1_000_001}, "queue.max_concurrency"),
+    "queue backoff of 1e13 s": (
+        {"retry_policy": pb.RetryPolicy(max_backoff=Duration(seconds=10**13))},
+        "queue.retry_policy.max_backoff",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_QUEUES))
+async def test_an_out_of_range_queue_setting_is_refused_naming_the_field(
+    wire: Wire, case: str
+) -> None:
+    fields, field_name = INVALID_QUEUES[case]
+    request = pb.UpdateQueueRequest(queue=pb.Queue(name=QUEUE, **fields))
+    message = await refused(wire.stub.UpdateQueue(request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert field_name in message
+
+
+async def test_the_extreme_rates_within_bounds_are_accepted(wire: Wire) -> None:
+    slow = pb.RateLimit(rate=1e-6, burst=3000)  # refills in about 95 years
+    fast = pb.RateLimit(rate=1e6, burst=1_000_000)
+    request = pb.UpdateQueueRequest(
+        queue=pb.Queue(name=QUEUE, rate_limit=slow, per_key_rate_limit=fast)
+    )
+    queue = await wire.stub.UpdateQueue(request)
+    assert (queue.rate_limit, queue.per_key_rate_limit) == (slow, fast)
+
+
+def _schedule(**fields: Any) -> pb.Schedule:
+    spec: dict[str, Any] = {
+        "name": "nightly",
+        "cron": "0 3 * * *",
+        "job": pb.JobSpec(queue=QUEUE, task_type=TASK),
+        **fields,
+    }
+    return pb.Schedule(**spec)
+
+
+INVALID_SCHEDULES: dict[str, tuple[pb.Schedule, str]] = {
+    "cron on 30 February": (_schedule(cron="0 0 30 2 *"), "schedule.cron"),
+    "cron on 31 April, seconds first": (_schedule(cron="0 0 0 31 4 *"), "schedule.cron"),
+    "cron of 20,000 characters": (_schedule(cron="*" * 20_000), "schedule.cron"),
+    "time zone that is a directory": (_schedule(timezone="Europe"), "schedule.timezone"),
+    "time zone of spaces": (_schedule(timezone="   "), "schedule.timezone"),
+    "time zone that is a path": (_schedule(timezone="../zoneinfo/UTC"), "schedule.timezone"),
+    "time zone of 300 characters": (_schedule(timezone="A/" * 150), "schedule.timezone"),
+    "template backoff of 1e13 s": (
+        _schedule(
+            job=pb.JobSpec(
+                queue=QUEUE,
+                task_type=TASK,
+                retry_policy=pb.RetryPolicy(initial_backoff=Duration(seconds=10**13)),
+            )
+        ),
+        "schedule.job.retry_policy.initial_backoff",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_SCHEDULES))
+async def test_an_invalid_schedule_is_refused_naming_the_field(wire: Wire, case: str) -> None:
+    schedule, field_name = INVALID_SCHEDULES[case]
+    request = pb.CreateScheduleRequest(schedule=schedule)
+    message = await refused(wire.stub.CreateSchedule(request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert field_name in message
+    assert len(message) < 300
+
+
+async def test_a_cron_that_fires_only_on_leap_days_is_accepted(wire: Wire) -> None:
+    request = pb.CreateScheduleRequest(schedule=_schedule(cron="0 0 29 2 *"))
+    assert (await wire.stub.CreateSchedule(request)).cron == "0 0 29 2 *"
+
+
+async def test_an_update_mask_of_20000_characters_is_refused_briefly(wire: Wire) -> None:
+    request = pb.UpdateQueueRequest(
+        queue=pb.Queue(name=QUEUE), update_mask=FieldMask(paths=["x" * 20_000])
+    )
+    message = await refused(wire.stub.UpdateQueue(request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "update_mask" in message
+    assert len(message) < 300
+
+
+LIST_CALLS: dict[str, Any] = {
+    "ListJobs": lambda stub, token: stub.ListJobs(pb.ListJobsRequest(page_token=token)),
+    "ListQueues": lambda stub, token: stub.ListQueues(pb.ListQueuesRequest(page_token=token)),
+    "ListSchedules": lambda stub, token: stub.ListSchedules(
+        pb.ListSchedulesRequest(page_token=token)
+    ),
+    "ListTaskTypes": lambda stub, token: stub.ListTaskTypes(
+        pb.ListTaskTypesRequest(page_token=token)
+    ),
+}
+
+
+@pytest.mark.parametrize("rpc_name", list(LIST_CALLS))
+async def test_a_forged_page_token_error_names_the_list_rpc(wire: Wire, rpc_name: str) -> None:
+    message = await refused(
+        LIST_CALLS[rpc_name](wire.stub, "not base64!"), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert message.startswith(f"{rpc_name}: page_token")
+
+
+async def test_a_task_type_page_token_without_a_version_names_list_task_types(
+    wire: Wire,
+) -> None:
+    token = base64.urlsafe_b64encode(b"email@not-a-version").decode()
+    message = await refused(
+        wire.stub.ListTaskTypes(pb.ListTaskTypesRequest(page_token=token)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert message.startswith("ListTaskTypes: page_token")

@@ -27,6 +27,10 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.core.schedules import Schedule
 
+# Attempts a Job reply carries: the newest ones. After 4,300 failed attempts a full history no
+# longer fitted a reply; 100 attempts with 16 KiB error messages stay under 2 MiB.
+MAX_ATTEMPTS_SHOWN = 100
+
 
 def timestamp(micros: Micros) -> Timestamp:
     seconds, rest = divmod(micros, 1_000_000)
@@ -100,7 +104,7 @@ def job(item: Job) -> pb.Job:
         state=int(item.state),  # type: ignore[arg-type]
         result=item.result or b"",
         last_error=job_error(item.last_error),
-        attempts=[attempt(a) for a in item.attempts],
+        attempts=[attempt(a) for a in item.attempts[-MAX_ATTEMPTS_SHOWN:]],
         created_at=timestamp(item.created_at),
         leased_by=item.leased_by or "",
         depth=item.depth,

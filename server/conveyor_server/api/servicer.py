@@ -112,6 +112,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def HeartbeatBatch(
         self, request: pb.HeartbeatBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatBatchResponse:
+        validation.batch_size(request.heartbeats, "heartbeats")
         parsed = _each(
             request.heartbeats,
             lambda item, i: validation.heartbeat(item, self._limits, f"heartbeats[{i}]."),
@@ -142,6 +143,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def ReceiptBatch(
         self, request: pb.ReceiptBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReceiptBatchResponse:
+        validation.batch_size(request.receipts, "receipts")
         parsed = _each(
             request.receipts,
             lambda item, i: validation.receipt(item, self._limits, f"receipts[{i}]."),
@@ -213,7 +215,8 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.ListSchedulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListSchedulesResponse:
         size = validation.page_size(request.page_size)
-        found = await self._schedules.list(validation.page_after(request.page_token), size)
+        after = validation.page_after(request.page_token, "ListSchedules")
+        found = await self._schedules.list(after, size)
         token = validation.encode_page_token(found[-1].spec.name) if len(found) == size else ""
         return pb.ListSchedulesResponse(
             schedules=[convert.schedule(s) for s in found], next_page_token=token
@@ -260,7 +263,8 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListQueuesResponse:
         size = validation.page_size(request.page_size)
-        found = await self._queues.list(validation.page_after(request.page_token), size)
+        after = validation.page_after(request.page_token, "ListQueues")
+        found = await self._queues.list(after, size)
         token = validation.encode_page_token(found[-1].config.name) if len(found) == size else ""
         return pb.ListQueuesResponse(
             queues=[convert.queue(q) for q in found], next_page_token=token

@@ -47,7 +47,7 @@ from conveyor_server.core.schedules import (
     validate_cron,
     validate_timezone,
 )
-from conveyor_server.errors import InvalidArgument
+from conveyor_server.errors import InvalidArgument, shown
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 WORKER_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")
@@ -65,6 +65,27 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_TASK_TYPES_PER_LEASE = 1000
 MAX_DESCRIPTORS_BYTES = 4 * 1024 * 1024
+# Items in one HeartbeatBatch or ReceiptBatch: a batch is one writer transaction, and a
+# 300,000-item batch held the single writer for 4 s.
+MAX_BATCH_ITEMS = 1000
+# Queues x task types of one Lease: each pair is a worker-declaration row.
+MAX_LEASE_DECLARATIONS = 1000
+MAX_LEASE_TOKEN_LENGTH = 128
+# google.protobuf.Duration and Timestamp ranges (duration.proto, timestamp.proto).
+PROTO_MAX_DURATION_SECONDS = 315_576_000_000
+MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+# The longest backoff, delay, retry_after or retention accepted: about 100 years. Added to
+# any time a coordinator can see, it stays far below year 10000.
+LONGEST: Micros = 36_525 * 24 * 3600 * MICROS_PER_SECOND
+# Rate limits: at least one job per ~11.6 days, at most a million per second; a burst of 1 to
+# 1,000,000; and a full bucket refills (burst / rate) within LONGEST, so token arithmetic and
+# the due times it produces stay finite and in range.
+MIN_RATE = 1e-6
+MAX_RATE = 1e6
+MAX_BURST = 1_000_000
+MAX_CONCURRENCY = 1_000_000
+MAX_MESSAGE_TYPE_LENGTH = 512
 # A protobuf full name: dot-separated identifiers.
 MESSAGE_TYPE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -79,7 +100,7 @@ def name(value: str, field: str) -> str:
         raise InvalidArgument(f"{field} is required")
     if not NAME_PATTERN.fullmatch(value):
         raise InvalidArgument(
-            f"{field} {value[:140]!r} is malformed: use 1 to 128 letters, digits, '.', '_' or '-'"
+            f"{field} {shown(value)} is malformed: use 1 to 128 letters, digits, '.', '_' or '-'"
         )
     return value
 
@@ -102,13 +123,20 @@ def _bytes(value: bytes, field: str, limits: Limits) -> bytes:
 
 
 def duration(value: Duration, field: str) -> Micros:
-    if (value.seconds < 0 < value.nanos) or (value.nanos < 0 < value.seconds):
+    """A non-negative Duration of at most LONGEST (about 100 years); callers narrow it."""
+    seconds, nanos = value.seconds, value.nanos
+    if (seconds < 0 < nanos) or (nanos < 0 < seconds):
         raise InvalidArgument(f"{field} is not a valid Duration: seconds and nanos differ in sign")
-    if abs(value.nanos) >= 1_000_000_000:
+    if abs(nanos) >= 1_000_000_000:
         raise InvalidArgument(f"{field} is not a valid Duration: nanos out of range")
-    micros = micros_of_duration(value)
-    if micros < 0:
+    if abs(seconds) > PROTO_MAX_DURATION_SECONDS:
+        raise InvalidArgument(f"{field} is not a valid Duration: seconds out of range")
+    # Checked on the fields, not the micros: -1 ns would round to 0 micros.
+    if seconds < 0 or nanos < 0:
         raise InvalidArgument(f"{field} must not be negative")
+    micros = micros_of_duration(value)
+    if micros > LONGEST:
+        raise InvalidArgument(f"{field} must be at most 100 years")
     return micros
 
 
@@ -124,6 +152,8 @@ def _optional_duration(
 def timestamp(value: Timestamp, field: str) -> Micros:
     if not 0 <= value.nanos < 1_000_000_000:
         raise InvalidArgument(f"{field} is not a valid Timestamp: nanos out of range")
+    if not MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument(f"{field} must be between 0001-01-01 and 9999-12-31 (UTC)")
     return micros_of_timestamp(value)
 
 
@@ -133,9 +163,9 @@ def retry_overrides(message: pb.RetryPolicy, path: str) -> RetryOverrides:
     multiplier = message.multiplier if message.HasField("multiplier") else None
     jitter = message.jitter if message.HasField("jitter") else None
     if multiplier is not None and not (math.isfinite(multiplier) and 1.0 <= multiplier <= 100.0):
-        raise InvalidArgument(f"{path}multiplier must be between 1 and 100, not {multiplier}")
+        raise InvalidArgument(f"{path}multiplier must be between 1 and 100, not {multiplier:g}")
     if jitter is not None and not (math.isfinite(jitter) and 0.0 <= jitter <= 1.0):
-        raise InvalidArgument(f"{path}jitter must be a fraction between 0 and 1, not {jitter}")
+        raise InvalidArgument(f"{path}jitter must be a fraction between 0 and 1, not {jitter:g}")
     if initial is not None and max_backoff is not None and max_backoff < initial:
         raise InvalidArgument(f"{path}max_backoff must not be shorter than initial_backoff")
     return RetryOverrides(
@@ -244,6 +274,11 @@ def lease(request: pb.LeaseRequest) -> LeaseInput:
         raise InvalidArgument("wait must be at most 30 s; call Lease again to keep waiting")
     if len(request.task_types) > MAX_TASK_TYPES_PER_LEASE:
         raise InvalidArgument(f"task_types names more than {MAX_TASK_TYPES_PER_LEASE} task types")
+    if len(request.queues) * len(request.task_types) > MAX_LEASE_DECLARATIONS:
+        raise InvalidArgument(
+            f"queues x task_types is {len(request.queues)} x {len(request.task_types)}; at most "
+            f"{MAX_LEASE_DECLARATIONS} pairs per Lease: split the worker's declarations"
+        )
     refs = tuple(
         dict.fromkeys(
             TaskTypeRef(
@@ -284,6 +319,8 @@ def heartbeat(request: pb.HeartbeatRequest, limits: Limits, path: str = "") -> H
 def _token(value: str, path: str) -> str:
     if not value:
         raise InvalidArgument(f"{path}lease_token is required: send the token Lease returned")
+    if len(value) > MAX_LEASE_TOKEN_LENGTH:
+        raise InvalidArgument(f"{path}lease_token is longer than any token Lease returns")
     return value
 
 
@@ -310,6 +347,15 @@ def receipt(request: pb.ReceiptRequest, limits: Limits, path: str = "") -> Recei
     )
 
 
+def batch_size(items: Sequence[object], field: str) -> None:
+    """Refuses a HeartbeatBatch or ReceiptBatch of more than MAX_BATCH_ITEMS items, before
+    anything touches the store."""
+    if not len(items) <= MAX_BATCH_ITEMS:
+        raise InvalidArgument(
+            f"{field} has {len(items)} entries; send at most {MAX_BATCH_ITEMS} per call"
+        )
+
+
 def list_jobs(request: pb.ListJobsRequest) -> ListJobsParams:
     if request.page_size < 0:
         raise InvalidArgument("page_size must not be negative")
@@ -322,7 +368,7 @@ def list_jobs(request: pb.ListJobsRequest) -> ListJobsParams:
         queue=name(request.queue, "queue") if request.queue else None,
         state=state,
         page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
-        after_job_id=decode_page_token(request.page_token) if request.page_token else None,
+        after_job_id=page_after(request.page_token, "ListJobs"),
     )
 
 
@@ -330,12 +376,20 @@ def encode_page_token(last_job_id: str) -> str:
     return base64.urlsafe_b64encode(last_job_id.encode()).decode()
 
 
-def decode_page_token(token: str) -> str:
+def decode_page_token(token: str, rpc: str) -> str:
+    """The key a page token of list RPC `rpc` carries; errors name the RPC."""
     try:
         # validate=True: characters outside the alphabet are an error, not silently dropped.
         return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument("page_token is not one that ListJobs returned") from None
+        raise _bad_page_token(rpc) from None
+
+
+def _bad_page_token(rpc: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{rpc}: page_token is not one this coordinator issued; send the next_page_token of "
+        f"the previous {rpc} reply, or none for the first page"
+    )
 
 
 def wait_timeout_seconds(request: pb.WaitJobRequest) -> float:
@@ -369,10 +423,17 @@ def _rate_limit(
     limit: pb.RateLimit = getattr(message, field)
     if limit.rate == 0 and limit.burst == 0:
         return None  # "no limit"
-    if not (math.isfinite(limit.rate) and limit.rate > 0):
-        raise InvalidArgument(f"queue.{field}.rate must be a positive number of jobs per second")
-    if limit.burst < 1:
-        raise InvalidArgument(f"queue.{field}.burst must be at least 1")
+    if not (math.isfinite(limit.rate) and MIN_RATE <= limit.rate <= MAX_RATE):
+        raise InvalidArgument(
+            f"queue.{field}.rate must be between {MIN_RATE:g} and {MAX_RATE:g} jobs per second"
+        )
+    if not 1 <= limit.burst <= MAX_BURST:
+        raise InvalidArgument(f"queue.{field}.burst must be between 1 and {MAX_BURST}")
+    if limit.burst / limit.rate * MICROS_PER_SECOND > LONGEST:
+        raise InvalidArgument(
+            f"queue.{field}: burst / rate, the time to refill a full bucket, must be at most "
+            "100 years: raise the rate or lower the burst"
+        )
     return RateLimit(rate=limit.rate, burst=limit.burst)
 
 
@@ -391,7 +452,8 @@ def _mask(paths: Sequence[str], allowed: Sequence[str], what: str) -> set[str]:
     unknown = [p for p in paths if p not in allowed]
     if unknown:
         raise InvalidArgument(
-            f"update_mask names {', '.join(unknown)}; a {what} update may name {', '.join(allowed)}"
+            f"update_mask names {shown(', '.join(unknown))}; a {what} update may name "
+            f"{', '.join(allowed)}"
         )
     return set(paths)
 
@@ -404,8 +466,10 @@ def queue_update(
     message = request.queue
     queue_name = name(message.name, "queue.name")
     fields = _mask(list(request.update_mask.paths), QUEUE_FIELDS, "queue")
-    if message.max_concurrency < 0:
-        raise InvalidArgument("queue.max_concurrency must not be negative (0 means no cap)")
+    if not 0 <= message.max_concurrency <= MAX_CONCURRENCY:
+        raise InvalidArgument(
+            f"queue.max_concurrency must be between 0 (no cap) and {MAX_CONCURRENCY}"
+        )
     settings = job_settings(message, "queue.")
     new: dict[str, Any] = {
         "rate_limit": _rate_limit(message, "rate_limit"),
@@ -430,8 +494,8 @@ def queue_update(
     return queue_name, change
 
 
-def page_after(token: str) -> str | None:
-    return decode_page_token(token) if token else None
+def page_after(token: str, rpc: str) -> str | None:
+    return decode_page_token(token, rpc) if token else None
 
 
 def page_size(value: int) -> int:
@@ -454,10 +518,12 @@ class TaskTypeRegistration:
 def register_task_type(request: pb.RegisterTaskTypeRequest) -> TaskTypeRegistration:
     task_name = name(request.name, "name")
     version = Version.parse(request.version, "version")
-    if not MESSAGE_TYPE_PATTERN.fullmatch(request.message_type):
+    if len(request.message_type) > MAX_MESSAGE_TYPE_LENGTH or not MESSAGE_TYPE_PATTERN.fullmatch(
+        request.message_type
+    ):
         raise InvalidArgument(
             "message_type must be the full name of a message, package included, such as "
-            f"acme.email.v1.SendEmail, not {request.message_type!r}"
+            f"acme.email.v1.SendEmail, not {shown(request.message_type)}"
         )
     if not request.descriptors.file:
         raise InvalidArgument(
@@ -482,11 +548,14 @@ def encode_task_type_token(name_: str, version: Version) -> str:
 
 
 def decode_task_type_token(token: str) -> tuple[str, Version]:
-    text = decode_page_token(token)
+    text = decode_page_token(token, "ListTaskTypes")
     task_name, _, version = text.rpartition("@")
     if not task_name:
-        raise InvalidArgument("page_token is not one that ListTaskTypes returned")
-    return task_name, Version.parse(version, "page_token")
+        raise _bad_page_token("ListTaskTypes")
+    try:
+        return task_name, Version.parse(version, "page_token")
+    except InvalidArgument:
+        raise _bad_page_token("ListTaskTypes") from None
 
 
 # -- schedules -------------------------------------------------------------------------------

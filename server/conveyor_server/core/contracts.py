@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from conveyor_server.core.model import Micros, Version
-from conveyor_server.errors import InvalidArgument
+from conveyor_server.errors import InvalidArgument, shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +52,9 @@ def new_task_type(
     declared = message.GetOptions().Extensions[task_pb2.task]
     if declared.name and (declared.name, declared.version) != (name, str(version)):
         raise InvalidArgument(
-            f"message_type {message_type} declares (conveyor.v1.task) = "
-            f"{{name: {declared.name!r}, version: {declared.version!r}}}, which differs from "
-            f"name {name!r} and version {str(version)!r} in the request"
+            f"message_type {shown(message_type)} declares (conveyor.v1.task) = "
+            f"{{name: {shown(declared.name)}, version: {shown(declared.version)}}}, which "
+            f"differs from name {shown(name)} and version {str(version)!r} in the request"
         )
     return task_type
 
@@ -67,11 +67,13 @@ def check_payload(task_type: TaskType, payload: bytes, field: str) -> None:
     try:
         message.ParseFromString(payload)
     except DecodeError as exc:
-        raise InvalidArgument(f"{field} is not a {task_type.label}: {exc}") from None
+        raise InvalidArgument(
+            f"{field} is not a {task_type.label}: {shown(exc, limit=200)}"
+        ) from None
     for path, number in _unknown_fields(message, ""):
         raise InvalidArgument(
             f"{field} is not a {task_type.label}: it has field number {number}"
-            f"{' in ' + path if path else ''}, which the message does not define"
+            f"{' in ' + shown(path, limit=200) if path else ''}, which the message does not define"
         )
 
 
@@ -91,12 +93,14 @@ def _descriptor(task_type: TaskType) -> Descriptor:
         try:
             pool.Add(file)
         except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"descriptors: file {file.name!r} is invalid: {exc}") from None
+            raise InvalidArgument(
+                f"descriptors: file {shown(file.name)} is invalid: {shown(exc, limit=200)}"
+            ) from None
     try:
         return pool.FindMessageTypeByName(task_type.message_type)
     except KeyError:
         raise InvalidArgument(
-            f"message_type {task_type.message_type!r} is not in descriptors (give the full "
+            f"message_type {shown(task_type.message_type)} is not in descriptors (give the full "
             "name, package included, e.g. acme.email.v1.SendEmail)"
         ) from None
 
@@ -112,12 +116,12 @@ def _dependencies_first(
         if file.name in done:
             return
         if file.name in trail:
-            raise InvalidArgument(f"descriptors: import cycle through {file.name!r}")
+            raise InvalidArgument(f"descriptors: import cycle through {shown(file.name)}")
         for dependency in file.dependency:
             if dependency not in by_name:
                 raise InvalidArgument(
-                    f"descriptors: {file.name!r} imports {dependency!r}, which is missing "
-                    "(include every imported file, e.g. protoc --include_imports)"
+                    f"descriptors: {shown(file.name)} imports {shown(dependency)}, which is "
+                    "missing (include every imported file, e.g. protoc --include_imports)"
                 )
             visit(by_name[dependency], (*trail, file.name))
         done.add(file.name)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor_server.core.clock import MICROS_PER_SECOND
-from conveyor_server.errors import InvalidArgument
+from conveyor_server.errors import InvalidArgument, shown
 
 Micros = int
 
@@ -127,7 +127,7 @@ class Version:
         if match is None:
             raise InvalidArgument(
                 f"{field} must be a semantic version MAJOR.MINOR.PATCH such as 1.2.0 "
-                f"(no pre-release or build suffix), not {text!r}"
+                f"(no pre-release or build suffix), not {shown(text)}"
             )
         return cls(int(match[1]), int(match[2]), int(match[3]))
 

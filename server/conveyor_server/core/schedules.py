@@ -15,6 +15,7 @@ Europe/Berlin fires at 09:00 local time in winter and in summer. On a daylight-s
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,7 +24,7 @@ from croniter import CroniterError, croniter
 
 from conveyor_server.core.clock import MICROS_PER_SECOND
 from conveyor_server.core.model import JobSpecInput, Micros
-from conveyor_server.errors import InvalidArgument
+from conveyor_server.errors import InvalidArgument, shown
 
 # SKIP still runs a fire this late: the loop that fires schedules is never exactly on time.
 MISFIRE_GRACE: Micros = 60 * MICROS_PER_SECOND
@@ -31,6 +32,12 @@ DEFAULT_CATCH_UP_LIMIT = 10
 # A cron expression that matches less often than this is refused (it would never fire).
 _SEARCH_LIMIT = 1000
 MAX_CATCH_UP_LIMIT = 500
+MAX_CRON_LENGTH = 256
+# IANA names are at most about 30 characters: "America/Argentina/ComodRivadavia" is the longest.
+MAX_TIMEZONE_LENGTH = 64
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+# Any fixed moment works to prove a cron fires at all; croniter searches years ahead from it.
+_PROOF_START = 946_684_800 * MICROS_PER_SECOND  # 2000-01-01T00:00:00Z
 
 
 class MisfirePolicy(enum.IntEnum):
@@ -71,30 +78,43 @@ class FirePlan:
 
 
 def validate_cron(expression: str, field: str = "cron") -> str:
+    if len(expression) > MAX_CRON_LENGTH:
+        raise InvalidArgument(f"{field} is longer than {MAX_CRON_LENGTH} characters")
     fields = expression.split()
     if len(fields) not in (5, 6):
         raise InvalidArgument(
-            f"{field} {expression!r} must have 5 fields (minute hour day month weekday) or 6 "
-            "with seconds first"
+            f"{field} {shown(expression)} must have 5 fields (minute hour day month weekday) or "
+            "6 with seconds first"
         )
     try:
         valid = croniter.is_valid(expression, second_at_beginning=len(fields) == 6)
     except CroniterError:
         valid = False
     if not valid:
-        raise InvalidArgument(f"{field} {expression!r} is not a valid cron expression")
-    return " ".join(fields)
+        raise InvalidArgument(f"{field} {shown(expression)} is not a valid cron expression")
+    normal = " ".join(fields)
+    try:
+        next_fire_after(normal, "UTC", _PROOF_START)
+    except InvalidArgument:
+        raise InvalidArgument(
+            f"{field} {shown(expression)} never fires (a date that does not exist, such as "
+            "30 February?)"
+        ) from None
+    return normal
 
 
 def validate_timezone(name: str, field: str = "timezone") -> str:
     if not name:
         return "UTC"
+    problem = f"{field} {shown(name)} is not an IANA time zone (say 'Europe/Berlin' or 'UTC')"
+    # The pattern refuses paths (absolute, '..', '.') before zoneinfo opens a file; zoneinfo
+    # then refuses what is not a zone file, such as the directory 'Europe'.
+    if len(name) > MAX_TIMEZONE_LENGTH or not _ZONE_NAME.fullmatch(name):
+        raise InvalidArgument(problem)
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidArgument(
-            f"{field} {name!r} is not an IANA time zone (say 'Europe/Berlin' or 'UTC')"
-        ) from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidArgument(problem) from None
     return name
 
 
@@ -110,11 +130,14 @@ def next_fire_after(cron: str, timezone: str, after: Micros) -> Micros:
     start = local.replace(tzinfo=None, microsecond=0) - timedelta(seconds=1)
     walk = croniter(cron, start, second_at_beginning=len(cron.split()) == 6)
     for _ in range(_SEARCH_LIMIT):
-        wall: datetime = walk.get_next(datetime)
+        try:
+            wall: datetime = walk.get_next(datetime)
+        except (CroniterError, OverflowError):
+            break  # no such date in croniter's search window, or past year 9999
         moment = _micros(wall.replace(tzinfo=zone, fold=0))
         if moment > after:
             return moment
-    raise InvalidArgument(f"cron {cron!r} does not fire within {_SEARCH_LIMIT} steps")
+    raise InvalidArgument(f"cron {shown(cron)} does not fire within {_SEARCH_LIMIT} steps")
 
 
 def plan_fires(schedule: Schedule, now: Micros) -> FirePlan:

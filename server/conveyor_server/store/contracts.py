@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import JobState, LeaseParams, Micros, TaskTypeRef, Version
-from conveyor_server.errors import AlreadyExists, NotFound
+from conveyor_server.errors import AlreadyExists, NotFound, shown
 from conveyor_server.store.schema import jobs, task_types, worker_task_types
 
 # Workers seen leasing within this window count as connected in the queue stats.
@@ -200,7 +200,7 @@ def load(conn: Connection, name: str, version: Version | None) -> TaskType:
         )
     )
     if found is None:
-        what = f"task type {name!r}" + (f" version {version}" if version else "")
+        what = f"task type {shown(name)}" + (f" version {version}" if version else "")
         raise NotFound(f"{what} is not registered")
     return found
 

@@ -24,7 +24,7 @@ from conveyor_server.core.model import (
     TransitionResult,
     Version,
 )
-from conveyor_server.errors import AlreadyExists, ConveyorError, LeaseLost, NotFound
+from conveyor_server.errors import AlreadyExists, ConveyorError, LeaseLost, NotFound, shown
 
 # SQLite allows 32,766 bound variables per statement; IN lists stay far below that.
 IN_CHUNK = 500
@@ -113,8 +113,9 @@ def keyed_outcome(job: NewJob, holder: sa.Row[Any]) -> EnqueueResult | ConveyorE
         return fresh_result(job)
     if holder.task_type != job.task_type or holder.payload != job.payload:
         return AlreadyExists(
-            f"idempotency_key {job.idempotency_key!r} in queue {job.queue!r} already belongs to "
-            f"job {holder.id} with a different task_type or payload; use a new key for new work"
+            f"idempotency_key {shown(job.idempotency_key)} in queue {shown(job.queue)} already "
+            f"belongs to job {holder.id} with a different task_type or payload; use a new key "
+            "for new work"
         )
     return EnqueueResult(
         job_id=holder.id,
@@ -130,15 +131,15 @@ def fencing_problem(
     job_id: str, token: str, row: sa.Row[Any] | None, now: Micros
 ) -> ConveyorError | None:
     if row is None:
-        return NotFound(f"job {job_id!r} not found")
+        return NotFound(f"job {shown(job_id)} not found")
     if row.state != JobState.LEASED or row.lease_token != token:
         return LeaseLost(
-            f"lease_token does not hold job {job_id!r} (it is {JobState(row.state).name}, "
+            f"lease_token does not hold job {shown(job_id)} (it is {JobState(row.state).name}, "
             "leased again, or the token is wrong): stop working on it and do not report it"
         )
     if row.lease_expires_at <= now:
         return LeaseLost(
-            f"the lease on job {job_id!r} expired; the job will be retried: stop working on it"
+            f"the lease on job {shown(job_id)} expired; the job will be retried: stop working on it"
         )
     return None
 

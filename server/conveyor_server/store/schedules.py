@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor_server.core.model import JobSettings, JobSpecInput, Micros, RetryOverrides
 from conveyor_server.core.schedules import MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec
-from conveyor_server.errors import AlreadyExists, NotFound
+from conveyor_server.errors import AlreadyExists, NotFound, shown
 from conveyor_server.store import dialects
 from conveyor_server.store.schema import schedule_fires, schedules
 
@@ -100,14 +100,14 @@ def insert(conn: Connection, schedule: Schedule, now: Micros) -> None:
             )
     except IntegrityError:
         raise AlreadyExists(
-            f"a schedule named {schedule.spec.name!r} exists; update it or pick another name"
+            f"a schedule named {shown(schedule.spec.name)} exists; update it or pick another name"
         ) from None
 
 
 def load(conn: Connection, name: str) -> Schedule:
     row = (conn.execute(sa.select(schedules).where(schedules.c.name == name))).first()
     if row is None:
-        raise NotFound(f"schedule {name!r} not found")
+        raise NotFound(f"schedule {shown(name)} not found")
     return schedule_from_row(row)
 
 
@@ -122,7 +122,7 @@ def save(conn: Connection, schedule: Schedule) -> None:
 def delete(conn: Connection, name: str) -> None:
     result = conn.execute(sa.delete(schedules).where(schedules.c.name == name))
     if not result.rowcount:
-        raise NotFound(f"schedule {name!r} not found")
+        raise NotFound(f"schedule {shown(name)} not found")
 
 
 def page(conn: Connection, after: str | None, limit: int) -> list[Schedule]:

@@ -364,7 +364,11 @@ class Job(_message.Message):
     @_builtins.property
     def last_error(self) -> Global___JobError: ...
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Finished attempts, oldest first: at most the newest 100 (attempt numbers tell what is
+        left out), so that a reply stays small however often a job was retried.
+        """
+
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
