@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -30,6 +31,11 @@ _CHANNEL_OPTIONS = [
 _LEASE_LOST = "lease lost (answered by the conformance kit, as the coordinator would)"
 # How long the tap gives the coordinator to take back jobs of a Lease its caller cancelled.
 _RELEASE_TIMEOUT = 10.0
+# A worker's long-poll becomes upstream long-polls of at most this long, so that when the
+# worker cancels its call the tap never has to cancel one (a Lease cancelled at the wrong
+# moment may strand jobs at the coordinator): it lets the one in flight end instead.
+_SHORT_POLL = 1.0
+_POLL_SLACK = 10.0
 
 
 @dataclass
@@ -75,7 +81,8 @@ class WireTap:
         self._fenced_tokens: set[str] = set()
         # Jobs of Lease replies the worker never got, handed back by the tap.
         self.handed_back: list[str] = []
-        self._releases: set[asyncio.Future[None]] = set()
+        # Polls and releases still running for callers that have gone.
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._changed = asyncio.Event()
 
     async def start(self) -> str:
@@ -153,18 +160,19 @@ class WireTap:
         seen = LeaseCall(time.monotonic(), pb.LeaseRequest.FromString(request))
         self.leases.append(seen)
         self._note()
-        call = _unary(self._channel, _SERVICE + "Lease")(request, timeout=context.time_remaining())
-        pending = asyncio.ensure_future(call)
+        poll = _Poll(self, seen.request, seen.received_at + seen.wait_seconds)
+        pending = asyncio.ensure_future(poll.run())
+        self._background(pending)
         try:
-            reply: bytes = await asyncio.shield(pending)
+            reply = await asyncio.shield(pending)
         except asyncio.CancelledError:
-            # The worker cancelled its long-poll: cancel ours, and hand back any jobs that
-            # reached the tap anyway, so that the tap itself never strands a job.
-            call.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-            if pending.done() and not pending.cancelled() and pending.exception() is None:
-                self._hand_back(pb.LeaseResponse.FromString(pending.result()).jobs)
+            # The worker gave up on its long-poll. The short poll in flight is left to end
+            # (cancelling it could strand jobs at the coordinator), and whatever it brings
+            # is handed back, so that the tap itself never strands a job.
+            poll.abandon()
+            pending.add_done_callback(
+                lambda done: done.exception() is None and self._hand_back(done.result().jobs)
+            )
             seen.code = grpc.StatusCode.CANCELLED
             self._note()
             raise
@@ -173,7 +181,7 @@ class WireTap:
             self._note()
             await _abort_with(context, error)
             raise
-        jobs = list(pb.LeaseResponse.FromString(reply).jobs)
+        jobs = list(reply.jobs)
         seen.code, seen.replied_at, seen.jobs = grpc.StatusCode.OK, time.monotonic(), jobs
         if jobs:
 
@@ -183,14 +191,29 @@ class WireTap:
 
             context.add_done_callback(hand_back_if_cancelled)
         self._note()
-        return reply
+        return bytes(reply.SerializeToString())
+
+    async def upstream_lease(self, request: pb.LeaseRequest) -> pb.LeaseResponse:
+        wait = request.wait.seconds + request.wait.nanos / 1e9
+        raw = await _unary(self._channel, _SERVICE + "Lease")(
+            request.SerializeToString(), timeout=wait + _POLL_SLACK
+        )
+        return pb.LeaseResponse.FromString(raw)
+
+    def _background(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settled(self) -> None:
+        """Returns once every poll the tap still runs for a gone caller has ended and the
+        jobs it brought are handed back."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     def _hand_back(self, jobs: Any) -> None:
         if jobs:
             self.handed_back.extend(job.job_id for job in jobs)
-            task = asyncio.ensure_future(self._release(list(jobs)))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
+            self._background(asyncio.ensure_future(self._release(list(jobs))))
 
     async def _release(self, jobs: list[pb.LeasedJob]) -> None:
         batch = pb.ReceiptBatchRequest(
@@ -321,6 +344,30 @@ async def _abort_with(context: Any, error: grpc.aio.AioRpcError) -> None:
 
 def _status_code(number: int) -> grpc.StatusCode:
     return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+
+
+class _Poll:
+    """A worker's long-poll, made of short upstream ones until a job comes, the worker's
+    `wait` passes or the worker goes away."""
+
+    def __init__(self, tap: WireTap, request: pb.LeaseRequest, until: float) -> None:
+        self._tap, self._request, self._until = tap, request, until
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        self._abandoned = True
+
+    async def run(self) -> pb.LeaseResponse:
+        while True:
+            remaining = self._until - time.monotonic()
+            short = pb.LeaseRequest()
+            short.CopyFrom(self._request)
+            short.ClearField("wait")
+            if remaining > 0:
+                short.wait.FromTimedelta(timedelta(seconds=min(remaining, _SHORT_POLL)))
+            reply = await self._tap.upstream_lease(short)
+            if reply.jobs or remaining <= _SHORT_POLL or self._abandoned:
+                return reply
 
 
 def _unary(channel: grpc.aio.Channel, method: str) -> Any:

@@ -618,6 +618,7 @@ async def sigterm_during_long_poll(kit: Kit) -> str:
     worker.signal(signal.SIGTERM)
     code = await worker.wait(_WORKER_STOP_TIMEOUT)
     expect(code == 0, f"the worker exited with code {code} after SIGTERM, expected 0")
+    await kit.tap.settled()
     states: dict[str, int] = {}
     for job_id in job_ids:
         job = await kit.client.get_job(job_id)
