@@ -170,9 +170,7 @@ class WireTap:
             # (cancelling it could strand jobs at the coordinator), and whatever it brings
             # is handed back, so that the tap itself never strands a job.
             poll.abandon()
-            pending.add_done_callback(
-                lambda done: done.exception() is None and self._hand_back(done.result().jobs)
-            )
+            pending.add_done_callback(self._hand_back_poll)
             seen.code = grpc.StatusCode.CANCELLED
             self._note()
             raise
@@ -209,6 +207,10 @@ class WireTap:
         jobs it brought are handed back."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+
+    def _hand_back_poll(self, done: asyncio.Future[pb.LeaseResponse]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._hand_back(done.result().jobs)
 
     def _hand_back(self, jobs: Any) -> None:
         if jobs:
