@@ -584,10 +584,12 @@ async def fencing(kit: Kit) -> str:
 
 
 async def receipt_across_restart(kit: Kit) -> str:
+    # The job outlives the coordinator's stop (SIGTERM, at most a 1 s grace), so its receipt
+    # meets a coordinator that is down, and must be retried until it is back.
     worker = await kit.start_worker()
     job_id = (
         await kit.client.enqueue(
-            kit.queue, "conformance.sleep", b"1000", lease_duration=30, max_attempts=1
+            kit.queue, "conformance.sleep", b"1500", lease_duration=30, max_attempts=1
         )
     ).job_id
     await kit.wait_leased(job_id, worker)
