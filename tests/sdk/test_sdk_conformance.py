@@ -6,6 +6,7 @@ test, so a failure names the scenario."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import shutil
 import sys
@@ -19,8 +20,11 @@ from conveyor.cli import _CONFORMANCE_SCENARIOS
 _EXECUTABLE = shutil.which("conveyor", path=str(Path(sys.executable).parent))
 COMMAND = [_EXECUTABLE] if _EXECUTABLE else [sys.executable, "-m", "conveyor_server"]
 PYTHON_WORKER = f"{shlex.quote(sys.executable)} -m conveyor.conformance_worker"
-# The whole kit takes about 15 s; the bound is for a stuck run, not a slow one.
-KIT_TIMEOUT = 90.0
+WEAK_WORKER = (
+    f"{shlex.quote(sys.executable)} {Path(__file__).parent / 'weak_conformance_worker.py'}"
+)
+# The whole kit takes about 30 s; the bound is for a stuck run, not a slow one.
+KIT_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -34,13 +38,14 @@ class KitRun:
         return lines[0]
 
 
-async def _conformance(*args: str) -> KitRun:
+async def _conformance(*args: str, env: dict[str, str] | None = None) -> KitRun:
     process = await asyncio.create_subprocess_exec(
         *COMMAND,
         "conformance",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env=None if env is None else {**os.environ, **env},
     )
     stdout, _ = await asyncio.wait_for(process.communicate(), KIT_TIMEOUT)
     assert process.returncode is not None
@@ -71,3 +76,39 @@ async def test_a_worker_that_never_takes_jobs_fails_and_exits_1() -> None:
 
     assert run.code == 1
     assert run.line_of("success").split()[1] == "FAIL"
+
+
+async def _weak_run(weakness: str, scenario: str) -> KitRun:
+    return await _conformance(
+        "--worker-cmd",
+        WEAK_WORKER,
+        "--scenario",
+        scenario,
+        "--timeout",
+        "5",
+        env={"WEAKNESS": weakness},
+    )
+
+
+async def test_a_worker_that_polls_instead_of_long_polling_fails_idle_long_poll() -> None:
+    run = await _weak_run("polls", "idle-long-poll")
+
+    assert run.code == 1
+    assert run.line_of("idle-long-poll").split()[1] == "FAIL"
+    assert "long-poll with Lease.wait" in run.output
+
+
+async def test_a_worker_that_leases_beyond_its_free_slots_fails_concurrency() -> None:
+    run = await _weak_run("greedy", "concurrency")
+
+    assert run.code == 1
+    assert run.line_of("concurrency").split()[1] == "FAIL"
+    assert "ask for free slots only" in run.output
+
+
+async def test_a_worker_that_reports_a_lost_lease_fails_fencing() -> None:
+    run = await _weak_run("reports-lost", "fencing")
+
+    assert run.code == 1
+    assert run.line_of("fencing").split()[1] == "FAIL"
+    assert "a lost lease must not be reported" in run.output

@@ -21,9 +21,11 @@ if (!address || !queue) {
   process.exit(2);
 }
 const shutdownGraceMs = Number(process.env.CONVEYOR_SHUTDOWN_GRACE_MS || DEFAULT_GRACE_MS);
+// Unless the kit says otherwise: one job at a time would do, but a few slots show leasing by
+// free slots.
+const concurrency = Number(process.env.CONVEYOR_CONCURRENCY || 4);
 
-// One job at a time would do for the kit, but a few slots show leasing by free slots.
-const worker = new Worker({ address, queues: [queue], concurrency: 4, shutdownGraceMs });
+const worker = new Worker({ address, queues: [queue], concurrency, shutdownGraceMs });
 
 worker.task('conformance.echo', (job) => job.payload);
 

@@ -41,6 +41,8 @@ const LEASE_BACKOFF_MAX_MS = 5_000;
 // A Lease call may take this much longer than its long-poll before the worker gives up on it.
 const LEASE_CALL_SLACK_MS = 10_000;
 const MAX_LEASE_WAIT_MS = 30_000;
+// On stop(), how long a Lease call in flight may still bring its reply before it is cancelled.
+const LEASE_DRAIN_MS = 200;
 // What the handler race resolves with when the worker aborted the job first.
 const STOPPED = Symbol('stopped');
 
@@ -201,7 +203,11 @@ export class Worker {
     if (!this.#stopping.isSet) this.logger.info(`worker ${this.config.workerId} stopping`);
     this.#stopping.set();
     this.#slotFreed.set();
-    this.#leaseCall?.cancel();
+    // A short drain first: cancelling a call whose reply is already on the wire loses the
+    // reply (the coordinator sent it, the channel drops it), and its jobs stay leased to
+    // nobody until their leases run out. A reply within the drain is handed back by #lease.
+    const call = this.#leaseCall;
+    if (call) setTimeout(() => call.cancel(), LEASE_DRAIN_MS).unref();
   }
 
   /**

@@ -399,6 +399,12 @@ _CONFORMANCE_SCENARIOS = (
     "cancellation",
     "graceful-shutdown",
     "version-routing",
+    "idle-long-poll",
+    "concurrency",
+    "fencing",
+    "receipt-across-restart",
+    "sigterm-during-long-poll",
+    "payload-limit",
 )
 
 

@@ -21,15 +21,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import grpc
+
+from conveyor._conformance_tap import LeaseCall, WireTap
 from conveyor.client import Client
 from conveyor.errors import ConveyorError, DeadlineExceeded, NotFound, Unavailable
-from conveyor.models import Job, JobState, Outcome, RetryPolicy
+from conveyor.models import Job, JobSpec, JobState, Outcome, RetryPolicy
 
 ADDRESS_ENV = "CONVEYOR_ADDRESS"
 QUEUE_ENV = "CONVEYOR_QUEUE"
 GRACE_ENV = "CONVEYOR_SHUTDOWN_GRACE_MS"
+CONCURRENCY_ENV = "CONVEYOR_CONCURRENCY"
+# The kit's coordinator takes payloads, results and checkpoints up to this size (its default).
+PAYLOAD_LIMIT = 256 * 1024
 # Retries come quickly, so that scenarios with a second attempt take well under a second more.
 FAST_RETRY = RetryPolicy(initial_backoff=timedelta(milliseconds=100), jitter=0.0)
 # How often job state is polled while waiting for it to change.
@@ -39,6 +45,12 @@ _COORDINATOR_START_TIMEOUT = 20.0
 # How long a worker may take to exit after SIGTERM before the kit SIGKILLs it.
 _WORKER_STOP_TIMEOUT = 10.0
 _LOG_TAIL_LINES = 20
+# How long in-flight calls may run when the kit stops its coordinator (a restart scenario).
+_COORDINATOR_SHUTDOWN_GRACE = 1.0
+# The idle scenario watches an idle worker this long and allows this many Lease calls: a
+# long-polling worker makes one call per wait (20 s in the SDKs); 10 in 5 s is 2 a second.
+IDLE_WINDOW = 5.0
+IDLE_MAX_LEASE_CALLS = 10
 
 
 class ScenarioFailed(Exception):
@@ -120,41 +132,62 @@ def _free_port() -> int:
         return port
 
 
-@contextlib.asynccontextmanager
-async def coordinator(workdir: Path) -> AsyncIterator[str]:
-    """A coordinator of the kit's own on a free loopback port; yields its address."""
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    log_path = workdir / "coordinator.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "conveyor_server",
-            "serve",
-            "--db",
-            f"sqlite:///{workdir / 'conformance.db'}",
-            "--listen",
-            address,
-            "--sqlite-synchronous",
-            "NORMAL",  # nothing here needs to survive a power cut
-            "--log-level",
-            "warning",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+class CoordinatorProcess:
+    """The kit's coordinator: a subprocess on a fixed loopback port over a SQLite file, which
+    a scenario may stop and start again on the same port and database."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.address = f"127.0.0.1:{_free_port()}"
+        self._db = f"sqlite:///{workdir / 'conformance.db'}"
+        self._log_path = workdir / "coordinator.log"
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self._log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "conveyor_server",
+                "serve",
+                "--db",
+                self._db,
+                "--listen",
+                self.address,
+                "--sqlite-synchronous",
+                "NORMAL",  # nothing here needs to survive a power cut
+                "--max-payload-bytes",
+                str(PAYLOAD_LIMIT),
+                "--shutdown-grace",
+                str(_COORDINATOR_SHUTDOWN_GRACE),
+                "--log-level",
+                "warning",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        await _wait_until_serving(self.address, self._process, self._log_path)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
         try:
-            await _wait_until_serving(address, process, log_path)
-            yield address
-        finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def coordinator(workdir: Path) -> AsyncIterator[CoordinatorProcess]:
+    """A coordinator of the kit's own on a free loopback port."""
+    process = CoordinatorProcess(workdir)
+    try:
+        await process.start()
+        yield process
+    finally:
+        await process.stop()
 
 
 def _read_log(path: Path) -> str:
@@ -189,10 +222,12 @@ async def _wait_until_serving(
 
 @dataclass
 class Kit:
-    """What a scenario gets: a client, its own queue, and a way to start the worker."""
+    """What a scenario gets: a client, its own queue, a way to start the worker, the wire tap
+    the worker's calls go through, and the coordinator behind it."""
 
     client: Client
-    address: str
+    tap: WireTap
+    coordinator: CoordinatorProcess
     queue: str
     worker_command: str
     workdir: Path
@@ -201,7 +236,7 @@ class Kit:
 
     async def start_worker(self, **extra_env: str) -> WorkerProcess:
         env = dict(os.environ)
-        env.update({ADDRESS_ENV: self.address, QUEUE_ENV: self.queue, **extra_env})
+        env.update({ADDRESS_ENV: self.tap.address, QUEUE_ENV: self.queue, **extra_env})
         log_path = self.workdir / f"worker-{self.queue}.log"
         worker = await WorkerProcess.start(self.worker_command, env, log_path)
         self.workers.append(worker)
@@ -226,6 +261,20 @@ class Kit:
                     f"job still {job.state.name} after {self.timeout:g}s (waiting for {what})"
                 )
             await asyncio.sleep(_POLL)
+
+    async def wait_tap(self, ready: Callable[[], Any], what: str, worker: WorkerProcess) -> Any:
+        """What `ready()` returns once it is truthy (it looks at the tap's records); fails
+        when the timeout passes or the worker exits."""
+        deadline = time.monotonic() + self.timeout
+        while not (value := await self.tap.until(ready, _POLL)):
+            if worker.returncode is not None:
+                raise ScenarioFailed(f"the worker exited with code {worker.returncode} ({what})")
+            if time.monotonic() > deadline:
+                raise ScenarioFailed(f"{what} did not happen within {self.timeout:g}s")
+        return value
+
+    async def enqueue_many(self, specs: list[JobSpec]) -> list[str]:
+        return [result.job_id for result in await self.client.enqueue_batch(specs)]
 
     async def wait_terminal(self, job_id: str, worker: WorkerProcess | None) -> Job:
         return await self.wait_for(job_id, lambda j: j.state.is_terminal, "it to end", worker)
@@ -376,6 +425,7 @@ async def graceful_shutdown(kit: Kit) -> str:
     code = await worker.wait(_WORKER_STOP_TIMEOUT)
     expect(code is not None, f"the worker was still running {_WORKER_STOP_TIMEOUT:g}s after TERM")
     expect(code == 0, f"the worker exited with code {code} after SIGTERM, expected 0")
+    await kit.tap.settled()  # a reply the worker gave up on is handed back by the tap
     job = await kit.client.get_job(enqueued.job_id)
     expect_state(job, JobState.AVAILABLE)
     expect(job.attempt == 0, f"the released attempt was counted (attempt {job.attempt})")
@@ -408,6 +458,198 @@ async def version_routing(kit: Kit) -> str:
     return "1.0.0 ran on 1.1.0; 2.0.0 awaits a compatible worker"
 
 
+def _lease_pending(kit: Kit) -> LeaseCall | None:
+    """A long-poll of the worker's in flight now, if any."""
+    return next((c for c in kit.tap.leases if c.replied_at is None and c.code is None), None)
+
+
+async def idle_long_poll(kit: Kit) -> str:
+    worker = await kit.start_worker()
+    first: LeaseCall = await kit.wait_tap(lambda: kit.tap.leases[:1], "a first Lease", worker)
+    first = kit.tap.leases[0]
+    await asyncio.sleep(IDLE_WINDOW)  # the window measured: nothing to await but time
+    expect(worker.returncode is None, f"the worker exited with code {worker.returncode}")
+    end = first.received_at + IDLE_WINDOW
+    during = [c for c in kit.tap.leases[1:] if c.received_at <= end]
+    expect(
+        len(during) <= IDLE_MAX_LEASE_CALLS,
+        f"{len(during)} Lease calls in {IDLE_WINDOW:g}s with no work (at most "
+        f"{IDLE_MAX_LEASE_CALLS}): long-poll with Lease.wait instead of polling",
+    )
+    short = [c for c in kit.tap.leases if c.wait_seconds <= 0]
+    expect(
+        not short,
+        f"{len(short)} of {len(kit.tap.leases)} Lease calls had no wait: set Lease.wait "
+        "(up to 30 s) so that an idle worker long-polls",
+    )
+    waits = sorted({round(c.wait_seconds, 3) for c in kit.tap.leases})
+    return f"{len(during)} Lease call(s) in {IDLE_WINDOW:g}s idle, wait {waits} s"
+
+
+CONCURRENCY = 3
+_CONCURRENT_JOBS = 5
+_CONCURRENT_SLEEP = 2.0
+
+
+def _provably_held(kit: Kit, at: float, sleep: float) -> int:
+    """Jobs the worker must still be running at `at`: handed to it less than `sleep` (their
+    sleep) ago, and not reported yet."""
+    reported = {r.lease_token: r.at for r in reversed(kit.tap.receipts)}
+    held = 0
+    for call in kit.tap.leases:
+        if call.replied_at is None or call.replied_at > at or call.replied_at + sleep <= at:
+            continue
+        held += sum(1 for j in call.jobs if reported.get(j.lease_token, at + 1) > at)
+    return held
+
+
+def _peak_held(kit: Kit) -> int:
+    """The most jobs handed to the worker and not yet reported at any moment."""
+    events = [(c.replied_at, 1) for c in kit.tap.leases if c.replied_at for _ in c.jobs]
+    first_report: dict[str, float] = {}
+    for report in kit.tap.receipts:
+        first_report.setdefault(report.lease_token, report.at)
+    events += [(at, -1) for at in first_report.values()]
+    peak = held = 0
+    for _, change in sorted(events, key=lambda e: (e[0], e[1])):
+        held += change
+        peak = max(peak, held)
+    return peak
+
+
+async def concurrency(kit: Kit) -> str:
+    worker = await kit.start_worker(**{CONCURRENCY_ENV: str(CONCURRENCY)})
+    await kit.wait_tap(lambda: _lease_pending(kit), "a long-poll from the worker", worker)
+    sleep_ms = str(int(_CONCURRENT_SLEEP * 1000)).encode()
+    spec = JobSpec(kit.queue, "conformance.sleep", sleep_ms, lease_duration=10, max_attempts=1)
+    job_ids = await kit.enqueue_many([spec] * _CONCURRENT_JOBS)
+    for job_id in job_ids:
+        expect_state(await kit.wait_terminal(job_id, worker), JobState.SUCCEEDED)
+    for call in kit.tap.leases:
+        asked = max(call.request.max_jobs, 1)  # 0 means the default, 1
+        held = _provably_held(kit, call.received_at, _CONCURRENT_SLEEP)
+        expect(
+            asked <= CONCURRENCY - held,
+            f"a Lease asked for {asked} job(s) while {held} of the worker's {CONCURRENCY} "
+            "slots were busy: ask for free slots only (and lease nothing when none is free)",
+        )
+    peak = _peak_held(kit)
+    expect(
+        peak >= CONCURRENCY,
+        f"the worker held at most {peak} job(s) at once with {CONCURRENCY_ENV}={CONCURRENCY}",
+    )
+    handed = {j.lease_token: c.replied_at for c in kit.tap.leases if c.replied_at for j in c.jobs}
+    for report in kit.tap.receipts:
+        took = report.at - handed.get(report.lease_token, report.at)
+        expect(
+            took < 2 * _CONCURRENT_SLEEP,
+            f"a {_CONCURRENT_SLEEP:g}s job took {took:.1f}s from its lease to its receipt: "
+            "the worker did not run the jobs it held at once",
+        )
+    return f"{CONCURRENCY} of {_CONCURRENT_JOBS} jobs at once; no Lease beyond free slots"
+
+
+async def fencing(kit: Kit) -> str:
+    worker = await kit.start_worker(**{CONCURRENCY_ENV: "1"})
+    lost = (
+        await kit.client.enqueue(
+            kit.queue, "conformance.sleep", b"60000", lease_duration=1.5, max_attempts=1
+        )
+    ).job_id
+    await kit.wait_leased(lost, worker)
+    kit.tap.fence(lost)
+
+    def fenced_beat() -> list[Any]:
+        return [b for b in kit.tap.heartbeats if b.job_id == lost and kit.tap.fenced(b.lease_token)]
+
+    token = (await kit.wait_tap(fenced_beat, "a heartbeat for the job", worker))[0].lease_token
+    # With one slot, the next job runs only once the worker has dropped the lost one.
+    echo = await kit.client.enqueue(kit.queue, "conformance.echo", b"next", max_attempts=1)
+    job = await kit.wait_for(
+        echo.job_id,
+        lambda j: j.state.is_terminal,
+        "the worker to drop the job whose heartbeat got FAILED_PRECONDITION and take the next",
+        worker,
+    )
+    expect_state(job, JobState.SUCCEEDED)
+    worker.signal(signal.SIGTERM)
+    await worker.wait(_WORKER_STOP_TIMEOUT)
+    sent = [r for r in kit.tap.receipts if r.lease_token == token]
+    expect(
+        not sent,
+        f"the worker reported the job after FAILED_PRECONDITION on its heartbeat ({len(sent)} "
+        "receipt(s)): a lost lease must not be reported",
+    )
+    return "dropped the job on FAILED_PRECONDITION, no receipt, took the next job"
+
+
+async def receipt_across_restart(kit: Kit) -> str:
+    # The job outlives the coordinator's stop (SIGTERM, at most a 1 s grace), so its receipt
+    # meets a coordinator that is down, and must be retried until it is back.
+    worker = await kit.start_worker()
+    job_id = (
+        await kit.client.enqueue(
+            kit.queue, "conformance.sleep", b"1500", lease_duration=30, max_attempts=1
+        )
+    ).job_id
+    await kit.wait_leased(job_id, worker)
+    await kit.coordinator.stop()
+
+    def refused() -> list[Any]:
+        return [r for r in kit.tap.receipts if r.job_id == job_id and r.code != grpc.StatusCode.OK]
+
+    try:
+        await kit.wait_tap(refused, "a receipt while the coordinator was down", worker)
+    finally:
+        await kit.coordinator.start()
+        await kit.tap.reconnect()
+    job = await kit.wait_terminal(job_id, worker)
+    expect_state(job, JobState.SUCCEEDED)
+    expect(job.attempt == 1, f"succeeded on attempt {job.attempt}, expected 1")
+    tries = len([r for r in kit.tap.receipts if r.job_id == job_id])
+    return f"receipt refused while down, landed after the restart ({tries} tries)"
+
+
+async def sigterm_during_long_poll(kit: Kit) -> str:
+    worker = await kit.start_worker(**{GRACE_ENV: "500"})
+    await kit.wait_tap(lambda: _lease_pending(kit), "a long-poll from the worker", worker)
+    echo = JobSpec(kit.queue, "conformance.echo", b"x", lease_duration=30, max_attempts=1)
+    long = JobSpec(kit.queue, "conformance.sleep", b"60000", lease_duration=30, max_attempts=1)
+    job_ids = await kit.enqueue_many([echo, long] * 4)
+    # SIGTERM the moment the long-poll's reply passes the tap on its way to the worker.
+    await kit.wait_tap(lambda: any(c.jobs for c in kit.tap.leases), "a Lease reply", worker)
+    worker.signal(signal.SIGTERM)
+    code = await worker.wait(_WORKER_STOP_TIMEOUT)
+    expect(code == 0, f"the worker exited with code {code} after SIGTERM, expected 0")
+    await kit.tap.settled()
+    states: dict[str, int] = {}
+    for job_id in job_ids:
+        job = await kit.client.get_job(job_id)
+        states[job.state.name] = states.get(job.state.name, 0) + 1
+        expect(
+            job.state == JobState.SUCCEEDED
+            or (job.state == JobState.AVAILABLE and not job.attempt),
+            f"a job is {_describe(job)} after the worker exited: every job must have "
+            "succeeded or be AVAILABLE again, unattempted (released)",
+        )
+    back = f", {len(kit.tap.handed_back)} handed back by the kit" if kit.tap.handed_back else ""
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return f"exit 0; {summary}{back}"
+
+
+async def payload_limit(kit: Kit) -> str:
+    worker = await kit.start_worker()
+    payloads = [os.urandom(PAYLOAD_LIMIT) for _ in range(3)]
+    job_ids = await kit.enqueue_many(
+        [JobSpec(kit.queue, "conformance.echo", p, max_attempts=1) for p in payloads]
+    )
+    for job_id, payload in zip(job_ids, payloads, strict=True):
+        job = await kit.wait_terminal(job_id, worker)
+        expect_state(job, JobState.SUCCEEDED)
+        expect(job.result == payload, f"echo returned {len(job.result)} bytes, not the payload")
+    return f"3 payloads of {PAYLOAD_LIMIT} bytes (the limit) echoed"
+
+
 SCENARIOS: dict[str, Scenario] = {
     "success": success,
     "retryable-failure": retryable_failure,
@@ -418,6 +660,12 @@ SCENARIOS: dict[str, Scenario] = {
     "cancellation": cancellation,
     "graceful-shutdown": graceful_shutdown,
     "version-routing": version_routing,
+    "idle-long-poll": idle_long_poll,
+    "concurrency": concurrency,
+    "fencing": fencing,
+    "receipt-across-restart": receipt_across_restart,
+    "sigterm-during-long-poll": sigterm_during_long_poll,
+    "payload-limit": payload_limit,
 }
 
 
@@ -433,11 +681,21 @@ class ScenarioResult:
     worker_output: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Bench:
+    """What every scenario shares: the coordinator, the tap in front of it, a client."""
+
+    coordinator: CoordinatorProcess
+    tap: WireTap
+    client: Client
+
+
 async def run_scenario(
-    name: str, client: Client, address: str, worker_command: str, workdir: Path, timeout: float
+    name: str, bench: Bench, worker_command: str, workdir: Path, timeout: float
 ) -> ScenarioResult:
     queue = f"conformance-{name}-{secrets.token_hex(3)}"
-    kit = Kit(client, address, queue, worker_command, workdir, timeout)
+    bench.tap.reset()
+    kit = Kit(bench.client, bench.tap, bench.coordinator, queue, worker_command, workdir, timeout)
     started = time.monotonic()
     passed, output = False, []
     try:
@@ -457,21 +715,28 @@ async def run_scenario(
 
 def _print_result(result: ScenarioResult) -> None:
     verdict = "pass" if result.passed else "FAIL"
-    print(f"{result.name:<22} {verdict:<6} {result.seconds:5.1f}s  {result.detail}", flush=True)
+    print(f"{result.name:<24} {verdict:<6} {result.seconds:5.1f}s  {result.detail}", flush=True)
 
 
 async def run(worker_command: str, names: list[str], timeout: float) -> int:
     """Runs the scenarios one after another, printing a line each; 0 only if all pass."""
     with tempfile.TemporaryDirectory(prefix="conveyor-conformance-") as tmp:
         workdir = Path(tmp)
-        async with coordinator(workdir) as address, Client(address) as client:
-            print(f"coordinator {address}; worker: {worker_command}", flush=True)
-            print(f"{'SCENARIO':<22} {'RESULT':<6} {'TIME':>6}  DETAIL", flush=True)
+        async with coordinator(workdir) as process, Client(process.address) as client:
+            tap = WireTap(process.address)
+            await tap.start()
+            bench = Bench(process, tap, client)
+            print(f"coordinator {process.address} behind {tap.address}", flush=True)
+            print(f"worker: {worker_command}", flush=True)
+            print(f"{'SCENARIO':<24} {'RESULT':<6} {'TIME':>6}  DETAIL", flush=True)
             results = []
-            for name in names:
-                result = await run_scenario(name, client, address, worker_command, workdir, timeout)
-                _print_result(result)
-                results.append(result)
+            try:
+                for name in names:
+                    result = await run_scenario(name, bench, worker_command, workdir, timeout)
+                    _print_result(result)
+                    results.append(result)
+            finally:
+                await tap.close()
         for result in results:
             if result.worker_output:
                 print(f"\n--- worker output, {result.name} (last lines) ---", flush=True)

@@ -18,14 +18,19 @@ from conveyor.worker import Worker
 ADDRESS_ENV = "CONVEYOR_ADDRESS"
 QUEUE_ENV = "CONVEYOR_QUEUE"
 GRACE_ENV = "CONVEYOR_SHUTDOWN_GRACE_MS"
+CONCURRENCY_ENV = "CONVEYOR_CONCURRENCY"
 VERSIONED_VERSION = "1.1.0"
 # The SDK's own default; the kit sets a short one for its shutdown scenario.
 _DEFAULT_GRACE_MS = 30_000
+# Unless the kit says otherwise: one job at a time would do, but a few slots show leasing by
+# free slots.
+_DEFAULT_CONCURRENCY = 4
 
 
-def build_worker(address: str, queue: str, shutdown_grace: float) -> Worker:
-    # One job at a time would do for the kit, but a few slots show leasing by free slots.
-    worker = Worker(address, [queue], concurrency=4, shutdown_grace=shutdown_grace)
+def build_worker(
+    address: str, queue: str, shutdown_grace: float, concurrency: int = _DEFAULT_CONCURRENCY
+) -> Worker:
+    worker = Worker(address, [queue], concurrency=concurrency, shutdown_grace=shutdown_grace)
 
     @worker.task("conformance.echo")
     async def echo(job: JobContext) -> bytes:
@@ -74,8 +79,9 @@ def main() -> int:
         print(f"error: set {ADDRESS_ENV} and {QUEUE_ENV}", file=sys.stderr)
         return 2
     grace_ms = int(os.environ.get(GRACE_ENV) or _DEFAULT_GRACE_MS)
+    concurrency = int(os.environ.get(CONCURRENCY_ENV) or _DEFAULT_CONCURRENCY)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    worker = build_worker(address, queue, grace_ms / 1000)
+    worker = build_worker(address, queue, grace_ms / 1000, concurrency)
     asyncio.run(worker.run(install_signal_handlers=True))
     return 0
 

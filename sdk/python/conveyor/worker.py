@@ -56,6 +56,8 @@ _LEASE_BACKOFF_FIRST = 0.1
 _LEASE_BACKOFF_MAX = 5.0
 # A Lease call may take this much longer than its long-poll before the worker gives up on it.
 _LEASE_CALL_SLACK = 10.0
+# On stop(), how long a Lease call in flight may still bring its reply before it is cancelled.
+_LEASE_DRAIN = 0.2
 
 
 def _default_worker_id() -> str:
@@ -418,6 +420,11 @@ class Worker:
         call = stub.Lease(request, timeout=self.config.lease_wait + _LEASE_CALL_SLACK)
         lease: asyncio.Future[pb.LeaseResponse] = asyncio.ensure_future(call)
         await asyncio.wait((lease, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not lease.done():
+            # A short drain first: cancelling a call whose reply is already on the wire loses
+            # the reply (the coordinator sent it, the channel drops it), and its jobs stay
+            # leased to nobody until their leases run out.
+            await asyncio.wait((lease,), timeout=_LEASE_DRAIN)
         if not lease.done():
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
