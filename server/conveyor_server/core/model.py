@@ -393,6 +393,17 @@ class QueueStats:
     awaiting_compatible_worker: int = 0
 
 
+# The statistics of a queue that no job has named yet.
+EMPTY_QUEUE_STATS = QueueStats(
+    counts={},
+    oldest_available_age=None,
+    dispatch_rate=0.0,
+    held_by_rate_limit=False,
+    held_by_concurrency_limit=False,
+    held_by_pause=False,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Queue:
     config: QueueConfig

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
+    EMPTY_QUEUE_STATS,
     DueTimes,
     EnqueueResult,
     HeartbeatParams,
@@ -523,7 +524,9 @@ class SqlStore:
             if problem is not None or row is None:
                 outcomes.append(problem or NotFound(f"job {item.job_id!r} not found"))
                 continue
-            expires = now + (item.extend_by if item.extend_by is not None else row.lease_duration)
+            wanted = now + (item.extend_by if item.extend_by is not None else row.lease_duration)
+            # "Extend" never shortens: a heartbeat asking for less keeps the current expiry.
+            expires = max(row.lease_expires_at, wanted)
             updates.append(
                 {
                     "b_id": item.job_id,
@@ -714,7 +717,8 @@ class SqlStore:
     def _load_queue(self, conn: Connection, name: str, now: Micros) -> Queue:
         row = (queues_sql.queue_rows(conn, [name])).get(name)
         if row is None:
-            raise NotFound(f"queue {name!r} not found: no job or UpdateQueue has named it yet")
+            # Every queue exists implicitly: one nobody named yet has the defaults and no jobs.
+            return Queue(config=QueueConfig(name=name), stats=EMPTY_QUEUE_STATS)
         return Queue(
             config=queues_sql.queue_config(row),
             stats=queues_sql.queue_stats(conn, row, now),
