@@ -15,7 +15,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from conveyor_server.api.servicer import CoordinatorServicer
-from conveyor_server.api.validation import Limits
+from conveyor_server.api.validation import Limits, job_template_reader
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import Clock, SystemClock
 from conveyor_server.core.jobs import JobService, JobServiceConfig
@@ -83,14 +83,19 @@ class Coordinator:
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
         queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
-        schedules = ScheduleService(store, clock, cron_alarm)
+        limits = Limits(
+            max_payload_bytes=config.max_payload_bytes, max_message_bytes=_MAX_MESSAGE_BYTES
+        )
+        schedules = ScheduleService(
+            store, clock, cron_alarm, read_template=job_template_reader(limits)
+        )
         rpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
                 jobs,
                 queues,
                 schedules,
                 task_types,
-                Limits(max_payload_bytes=config.max_payload_bytes),
+                limits,
             ),
             server,
         )

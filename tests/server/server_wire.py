@@ -80,7 +80,12 @@ class Wire:
 
     async def jobs(self, queue: str = "", state: int = pb.JOB_STATE_UNSPECIFIED) -> list[pb.Job]:
         reply: pb.ListJobsResponse = await self.stub.ListJobs(
-            pb.ListJobsRequest(queue=queue, state=state, page_size=1000)  # type: ignore[arg-type]
+            pb.ListJobsRequest(
+                queue=queue,
+                state=state,  # type: ignore[arg-type]
+                page_size=1000,
+                view=pb.JOB_VIEW_FULL,
+            )
         )
         return list(reply.jobs)
 

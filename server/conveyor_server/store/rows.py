@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,13 @@ from conveyor_server.core.model import (
     TransitionResult,
     Version,
 )
-from conveyor_server.errors import AlreadyExists, ConveyorError, LeaseLost, NotFound
+from conveyor_server.errors import (
+    AlreadyExists,
+    ConveyorError,
+    FailedPrecondition,
+    LeaseLost,
+    NotFound,
+)
 
 # SQLite allows 32,766 bound variables per statement; IN lists stay far below that.
 IN_CHUNK = 500
@@ -93,6 +100,7 @@ _UNSET_AT_ENQUEUE = dict.fromkeys(
         "error_type",
         "error_non_retryable",
         "finished_at",
+        "receipt_digest",
     ]
 )
 
@@ -162,9 +170,37 @@ def lease_holder(row: sa.Row[Any]) -> LeaseHolder:
     )
 
 
+def receipt_digest(outcome: Outcome, result: bytes | None) -> str:
+    """What a repeated receipt must match to count as a retry of the applied one: its outcome
+    and result (a hash, so that a large result is not kept twice)."""
+    digest = hashlib.sha256(bytes([int(outcome)]))
+    digest.update(result or b"")
+    return digest.hexdigest()
+
+
+def repeated_receipt(
+    row: sa.Row[Any], outcome: Outcome, result: bytes | None
+) -> TransitionResult | ConveyorError:
+    """A receipt whose token already settled the job: harmless when it repeats the applied
+    one, a contradiction otherwise (nothing changes either way). Rows settled before the
+    digest was kept have none and count as repeats."""
+    stored = row.receipt_digest
+    if stored is None or stored == receipt_digest(outcome, result):
+        return replayed_result(row)
+    return conflicting_receipt(row.id)
+
+
+def conflicting_receipt(job_id: str) -> ConveyorError:
+    return FailedPrecondition(
+        f"job {job_id!r} was already reported for this lease with another outcome or result; "
+        "a repeated receipt must equal the first, and this one was not applied"
+    )
+
+
 def transition_params(
-    job_id: str, token: str, transition: Any, *, keep_token: bool
+    job_id: str, token: str, transition: Any, *, keep_token: bool, digest: str | None = None
 ) -> dict[str, Any]:
+    """`digest`: the receipt's receipt_digest (None when a lease expired)."""
     error: JobError | None = transition.error
     return {
         "b_id": job_id,
@@ -178,6 +214,7 @@ def transition_params(
         "b_error_non_retryable": error.non_retryable if error else None,
         "b_finished_at": transition.finished_at,
         "b_new_token": token if keep_token else None,
+        "b_receipt_digest": digest,
     }
 
 
@@ -261,7 +298,7 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
         job_id=row.id,
         queue=row.queue,
         task_type=row.task_type,
-        payload=row.payload,
+        payload=row.payload or b"",
         state=JobState(row.state),
         run_at=row.run_at,
         delay=row.delay,

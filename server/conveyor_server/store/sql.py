@@ -24,11 +24,13 @@ from sqlalchemy.engine import Connection
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
     EMPTY_QUEUE_STATS,
+    LEASED_JOB_OVERHEAD,
     DueTimes,
     EnqueueResult,
     HeartbeatParams,
     HeartbeatResult,
     Job,
+    JobPage,
     JobState,
     LeaseBatch,
     LeaseParams,
@@ -38,8 +40,11 @@ from conveyor_server.core.model import (
     Queue,
     QueueConfig,
     ReceiptParams,
+    ReplyLimit,
     TransitionResult,
     Version,
+    fit_in_reply,
+    listed_job_size,
     resolve_settings,
 )
 from conveyor_server.core.schedules import OverlapPolicy, Schedule
@@ -61,6 +66,7 @@ from conveyor_server.store.rows import (
     as_replay,
     attempt_from_row,
     chunks,
+    conflicting_receipt,
     fencing_problem,
     fresh_result,
     history_row,
@@ -70,7 +76,8 @@ from conveyor_server.store.rows import (
     lease_holder,
     lease_tokens,
     leased_job,
-    replayed_result,
+    receipt_digest,
+    repeated_receipt,
     transition_params,
     transition_result,
 )
@@ -104,6 +111,7 @@ _HOLDER_COLUMNS = [
     jobs.c.leased_by,
     jobs.c.leased_at,
     jobs.c.cancel_requested,
+    jobs.c.receipt_digest,
 ]
 
 _CLAIM = Prepared(
@@ -147,6 +155,7 @@ _TRANSITION_VALUES: dict[str, Any] = {
     "finished_at": sa.bindparam("b_finished_at", type_=sa.BigInteger),
     "lease_expires_at": sa.null(),
     "lease_token": sa.bindparam("b_new_token", type_=sa.String),
+    "receipt_digest": sa.bindparam("b_receipt_digest", type_=sa.String),
 }
 
 _APPLY_TRANSITION = Prepared(sa.update(jobs).where(_FENCED).values(**_TRANSITION_VALUES))
@@ -481,9 +490,14 @@ class SqlStore:
     def _claim(self, conn: Connection, params: LeaseParams) -> LeaseBatch:
         self._declarations.record(conn, params)
         plan = queues_sql.plan_dispatch(conn, params)
+        left_behind = params.reply_limit is not None and _fit_lease_reply(
+            conn, plan, params.reply_limit
+        )
         chosen = plan.chosen
         if not chosen:
-            return LeaseBatch(jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until)
+            return LeaseBatch(
+                jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
+            )
         queues_sql.record_dispatch(conn, plan, params.now)
         tokens = lease_tokens(chosen)
         _CLAIM.executemany(
@@ -500,7 +514,9 @@ class SqlStore:
         )
         rows = self._rows_by_id(conn, chosen, _JOB_COLUMNS)
         leased = [leased_job(rows[job_id]) for job_id in chosen]
-        return LeaseBatch(jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until)
+        return LeaseBatch(
+            jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
+        )
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -563,19 +579,22 @@ class SqlStore:
         outcomes: list[TransitionResult | ConveyorError] = []
         updates: list[dict[str, Any]] = []
         history: list[dict[str, Any]] = []
-        settled: dict[str, TransitionResult] = {}
+        settled: dict[str, tuple[TransitionResult, str]] = {}
         for receipt in receipts:
             row = rows.get(receipt.job_id)
             replay = settled.get(receipt.job_id)
+            digest = receipt_digest(receipt.outcome, receipt.result)
             if replay is not None and row is not None and row.lease_token == receipt.lease_token:
-                outcomes.append(as_replay(replay))
+                done, applied = replay
+                same = applied == digest
+                outcomes.append(as_replay(done) if same else conflicting_receipt(row.id))
                 continue
             if (
                 row is not None
                 and row.lease_token == receipt.lease_token
                 and row.state != JobState.LEASED
             ):
-                outcomes.append(replayed_result(row))
+                outcomes.append(repeated_receipt(row, receipt.outcome, receipt.result))
                 continue
             problem = fencing_problem(receipt.job_id, receipt.lease_token, row, now)
             if problem is not None or row is None:
@@ -584,11 +603,13 @@ class SqlStore:
             holder = lease_holder(row)
             transition = decide(holder, receipt, now, self._rng)
             updates.append(
-                transition_params(row.id, receipt.lease_token, transition, keep_token=True)
+                transition_params(
+                    row.id, receipt.lease_token, transition, keep_token=True, digest=digest
+                )
             )
             history.append(history_row(holder, now, transition.history_outcome, transition.error))
             done = transition_result(holder, transition)
-            settled[receipt.job_id] = done
+            settled[receipt.job_id] = (done, digest)
             outcomes.append(done)
         if updates:
             _APPLY_TRANSITION.executemany(conn, updates)
@@ -894,15 +915,16 @@ class SqlStore:
     async def get_job(self, job_id: str) -> Job:
         return await self._read(lambda conn: self._load_job(conn, job_id))
 
-    async def list_jobs(self, params: ListJobsParams) -> list[Job]:
-        query = sa.select(*_JOB_COLUMNS).order_by(jobs.c.id.desc()).limit(params.page_size)
+    async def list_jobs(self, params: ListJobsParams) -> JobPage:
+        columns = _JOB_COLUMNS if params.full else _BASIC_JOB_COLUMNS
+        query = sa.select(*columns).order_by(jobs.c.id.desc()).limit(params.page_size)
         if params.queue:
             query = query.where(jobs.c.queue == params.queue)
         if params.state is not None:
             query = query.where(jobs.c.state == params.state)
         if params.after_job_id:
             query = query.where(jobs.c.id < params.after_job_id)
-        return await self._read(lambda conn: [job_from_row(row, ()) for row in conn.execute(query)])
+        return await self._read(lambda conn: _job_page(conn.execute(query), params))
 
     async def due_times(self) -> DueTimes:
         return await self._read(_due_times)
@@ -929,6 +951,56 @@ class SqlStore:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _fit_lease_reply(conn: Connection, plan: queues_sql.DispatchPlan, limit: ReplyLimit) -> bool:
+    """Cuts the plan's jobs to those whose LeasedJobs fit in one reply (before anything is
+    claimed, so the rest stay AVAILABLE); True when some were left out. SQLite's length()
+    of a BLOB reads only its header, not the bytes."""
+    if not plan.chosen:
+        return False
+    size = (
+        sa.func.length(jobs.c.payload)
+        + sa.func.coalesce(sa.func.length(jobs.c.checkpoint), 0)
+        + LEASED_JOB_OVERHEAD
+    )
+    sizes: dict[str, int] = {}
+    for chunk in chunks(plan.chosen):
+        result = conn.execute(sa.select(jobs.c.id, size.label("size")).where(jobs.c.id.in_(chunk)))
+        sizes.update({row.id: int(row.size) for row in result})
+    kept, left_out = fit_in_reply([sizes[job_id] for job_id in plan.chosen], limit)
+    if not left_out:
+        return False
+    for job_id in plan.chosen:
+        if sizes[job_id] > limit.hard_limit:
+            log.error("lease.job_too_large", job_id=job_id, size=sizes[job_id])
+    plan.chosen = [plan.chosen[i] for i in kept]
+    plan.keys_by_job = {job_id: plan.keys_by_job[job_id] for job_id in plan.chosen}
+    # What the plan knew of empty buckets assumed every job it chose; claim it no more.
+    plan.dry_until = {}
+    return True
+
+
+# The basic view of a listed job leaves out its largest fields.
+_BASIC_JOB_COLUMNS = [
+    sa.null().label(c.name) if c.name in ("payload", "result", "checkpoint") else c
+    for c in _JOB_COLUMNS
+]
+
+
+def _job_page(rows: Any, params: ListJobsParams) -> JobPage:
+    """The page's jobs, read row by row until the next one would pass the reply limit."""
+    page: list[Job] = []
+    total = 0
+    for row in rows:
+        job = job_from_row(row, ())
+        if params.reply_limit is not None:
+            size = listed_job_size(job)
+            if page and total + size > params.reply_limit.budget:
+                return JobPage(jobs=page, more=True)
+            total += size
+        page.append(job)
+    return JobPage(jobs=page, more=len(page) == params.page_size)
 
 
 def _migrate(conn: Connection) -> None:
