@@ -5,8 +5,12 @@ fails this test until it has a sample value here (and then it is checked like th
 
 from __future__ import annotations
 
+import dataclasses
+
+import grpc
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
 from google.protobuf.duration_pb2 import Duration
@@ -100,3 +104,32 @@ async def test_an_update_without_job_in_the_mask_keeps_the_whole_template(
         )
     )
     assert updated.job == template
+
+
+async def test_a_template_that_no_longer_validates_skips_its_fire_and_moves_on(
+    server_config: ServerConfig, clock: FakeClock
+) -> None:
+    template = pb.JobSpec(queue="reports", task_type="build", payload=b"x" * 200_000)
+    first = await Coordinator.start(server_config, clock=clock)
+    try:
+        async with grpc.aio.insecure_channel(first.address) as channel:
+            created = await rpc.CoordinatorServiceStub(channel).CreateSchedule(
+                pb.CreateScheduleRequest(
+                    schedule=pb.Schedule(name="s", cron="0 9 * * *", job=template)
+                )
+            )
+    finally:
+        await first.stop(grace=1.0)
+    smaller = dataclasses.replace(server_config, max_payload_bytes=100_000)
+    second = await Coordinator.start(smaller, clock=clock)
+    try:
+        clock.set(created.next_fire_at.ToMicroseconds())
+        await second.cron.run_once(clock.now())
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            stub = rpc.CoordinatorServiceStub(channel)
+            after = await stub.GetSchedule(pb.GetScheduleRequest(name="s"))
+            listed = await stub.ListJobs(pb.ListJobsRequest(queue="reports"))
+    finally:
+        await second.stop(grace=1.0)
+    assert after.last_job_id == "" and list(listed.jobs) == []
+    assert after.next_fire_at.ToMicroseconds() > created.next_fire_at.ToMicroseconds()
