@@ -110,7 +110,8 @@ def test_a_listed_job_never_exceeds_its_bound() -> None:
 
 
 def test_fit_in_reply_stops_at_the_first_item_past_the_budget() -> None:
-    assert fit_in_reply([40, 40, 30, 10], ReplyLimit(budget=100, hard_limit=1000)) == ([0, 1], True)
+    limit = ReplyLimit(budget=100, hard_limit=1000)
+    assert fit_in_reply([40, 40, 30, 10], limit) == ([0, 1], True)
 
 
 def test_fit_in_reply_keeps_everything_that_fits() -> None:
@@ -122,4 +123,5 @@ def test_fit_in_reply_always_sends_one_item_that_fits_the_hard_limit() -> None:
 
 
 def test_fit_in_reply_passes_over_an_item_that_can_never_be_sent() -> None:
-    assert fit_in_reply([5000, 10, 20], ReplyLimit(budget=100, hard_limit=1000)) == ([1, 2], True)
+    limit = ReplyLimit(budget=100, hard_limit=1000)
+    assert fit_in_reply([5000, 10, 20], limit) == ([1, 2], False)

@@ -257,10 +257,11 @@ LISTED_JOB_OVERHEAD = 2048
 
 
 def fit_in_reply(sizes: Sequence[int], limit: ReplyLimit) -> tuple[list[int], bool]:
-    """The indexes of the items (in order) that fit in one reply, and whether any was left
-    out. Stops at the first item that would pass the budget, so order is kept; the first item
-    that fits the hard limit always goes, so that a small budget cannot starve a large job.
-    An item larger than the hard limit can never be sent and is passed over."""
+    """The indexes of the items (in order) that fit in one reply, and whether the budget is
+    reached (no later item can join). Stops at the first item that would pass the budget, so
+    order is kept; the first item that fits the hard limit always goes, so that a small budget
+    cannot starve a large job. An item larger than the hard limit can never be sent and is
+    passed over."""
     kept: list[int] = []
     total = 0
     for index, size in enumerate(sizes):
@@ -270,7 +271,7 @@ def fit_in_reply(sizes: Sequence[int], limit: ReplyLimit) -> tuple[list[int], bo
             return kept, True
         kept.append(index)
         total += size
-    return kept, len(kept) < len(sizes)
+    return kept, False
 
 
 @dataclass(frozen=True, slots=True)

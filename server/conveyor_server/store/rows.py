@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor_server.core.model import (
+    LEASED_JOB_OVERHEAD,
     Attempt,
     EnqueueResult,
     Job,
@@ -293,6 +294,11 @@ def attempt_from_row(row: sa.Row[Any]) -> Attempt:
     )
 
 
+def leased_job_size(row: sa.Row[Any]) -> int:
+    """An upper bound of the job's size in a Lease reply."""
+    return len(row.payload) + len(row.checkpoint or b"") + LEASED_JOB_OVERHEAD
+
+
 def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
     return Job(
         job_id=row.id,
@@ -329,16 +335,18 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
     )
 
 
-def leased_job(row: sa.Row[Any]) -> LeasedJob:
+def claimed_job(row: sa.Row[Any], token: str, now: Micros) -> LeasedJob:
+    """The job as a worker receives it, from its row as read just before the claim, with what
+    the claim set: the token, the next attempt and the expiry."""
     return LeasedJob(
         job_id=row.id,
-        lease_token=row.lease_token,
+        lease_token=token,
         queue=row.queue,
         task_type=row.task_type,
         payload=row.payload,
-        attempt=row.attempt,
+        attempt=row.attempt + 1,
         max_attempts=row.max_attempts,
-        lease_expires_at=row.lease_expires_at,
+        lease_expires_at=now + row.lease_duration,
         lease_duration=row.lease_duration,
         checkpoint=row.checkpoint,
         created_at=row.created_at,

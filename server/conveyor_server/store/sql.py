@@ -24,7 +24,6 @@ from sqlalchemy.engine import Connection
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
     EMPTY_QUEUE_STATS,
-    LEASED_JOB_OVERHEAD,
     DueTimes,
     EnqueueResult,
     HeartbeatParams,
@@ -66,6 +65,7 @@ from conveyor_server.store.rows import (
     as_replay,
     attempt_from_row,
     chunks,
+    claimed_job,
     conflicting_receipt,
     fencing_problem,
     fresh_result,
@@ -75,7 +75,7 @@ from conveyor_server.store.rows import (
     keyed_outcome,
     lease_holder,
     lease_tokens,
-    leased_job,
+    leased_job_size,
     receipt_digest,
     repeated_receipt,
     transition_params,
@@ -87,6 +87,9 @@ from conveyor_server.store.threads import DatabaseThread, ReaderPool
 log = structlog.get_logger("conveyor.store")
 
 T = TypeVar("T")
+
+# Rows a size-limited lease reads before it knows whether the reply is full.
+_FIRST_READ_STEP = 64
 
 # Fire records only guard against firing twice; by this age the schedule has long moved on.
 FIRE_MEMORY: Micros = 7 * 24 * 3600 * 1_000_000
@@ -490,9 +493,7 @@ class SqlStore:
     def _claim(self, conn: Connection, params: LeaseParams) -> LeaseBatch:
         self._declarations.record(conn, params)
         plan = queues_sql.plan_dispatch(conn, params)
-        left_behind = params.reply_limit is not None and _fit_lease_reply(
-            conn, plan, params.reply_limit
-        )
+        rows, left_behind = self._rows_that_fit(conn, plan, params.reply_limit)
         chosen = plan.chosen
         if not chosen:
             return LeaseBatch(
@@ -512,11 +513,47 @@ class SqlStore:
                 for job_id, token in tokens.items()
             ],
         )
-        rows = self._rows_by_id(conn, chosen, _JOB_COLUMNS)
-        leased = [leased_job(rows[job_id]) for job_id in chosen]
+        # Built from the rows read before the claim, with what _CLAIM set: no second read.
+        leased = [claimed_job(rows[job_id], tokens[job_id], params.now) for job_id in chosen]
         return LeaseBatch(
             jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
         )
+
+    def _rows_that_fit(
+        self, conn: Connection, plan: queues_sql.DispatchPlan, limit: ReplyLimit | None
+    ) -> tuple[dict[str, sa.Row[Any]], bool]:
+        """Reads the chosen jobs and cuts the plan to those that fit in one reply (before
+        anything is claimed, so the rest stay AVAILABLE); True when some were left out. Reads
+        in dispatch order, in growing steps, so a reply that fills up early stops the reading
+        too (a lease of many large jobs does not read them all)."""
+        if limit is None:
+            return self._rows_by_id(conn, plan.chosen, _JOB_COLUMNS), False
+        rows: dict[str, sa.Row[Any]] = {}
+        if len(plan.chosen) <= _FIRST_READ_STEP:
+            rows = self._rows_by_id(conn, plan.chosen, _JOB_COLUMNS)
+            if sum(map(leased_job_size, rows.values())) <= limit.budget:
+                return rows, False  # the common case: everything fits
+        sizes: list[int] = []
+        kept: list[int] = []
+        full = False
+        step = _FIRST_READ_STEP
+        while len(sizes) < len(plan.chosen) and not full:
+            part = plan.chosen[len(sizes) : len(sizes) + step]
+            missing = [job_id for job_id in part if job_id not in rows]
+            rows.update(self._rows_by_id(conn, missing, _JOB_COLUMNS))
+            sizes.extend(leased_job_size(rows[job_id]) for job_id in part)
+            kept, full = fit_in_reply(sizes, limit)
+            step *= 4
+        if len(kept) == len(plan.chosen):
+            return rows, False
+        for job_id, size in zip(plan.chosen, sizes, strict=False):
+            if size > limit.hard_limit:
+                log.error("lease.job_too_large", job_id=job_id, size=size)
+        plan.chosen = [plan.chosen[i] for i in kept]
+        plan.keys_by_job = {job_id: plan.keys_by_job[job_id] for job_id in plan.chosen}
+        # What the plan knew of empty buckets assumed every job it chose; claim it no more.
+        plan.dry_until = {}
+        return rows, True
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -951,34 +988,6 @@ class SqlStore:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _fit_lease_reply(conn: Connection, plan: queues_sql.DispatchPlan, limit: ReplyLimit) -> bool:
-    """Cuts the plan's jobs to those whose LeasedJobs fit in one reply (before anything is
-    claimed, so the rest stay AVAILABLE); True when some were left out. SQLite's length()
-    of a BLOB reads only its header, not the bytes."""
-    if not plan.chosen:
-        return False
-    size = (
-        sa.func.length(jobs.c.payload)
-        + sa.func.coalesce(sa.func.length(jobs.c.checkpoint), 0)
-        + LEASED_JOB_OVERHEAD
-    )
-    sizes: dict[str, int] = {}
-    for chunk in chunks(plan.chosen):
-        result = conn.execute(sa.select(jobs.c.id, size.label("size")).where(jobs.c.id.in_(chunk)))
-        sizes.update({row.id: int(row.size) for row in result})
-    kept, left_out = fit_in_reply([sizes[job_id] for job_id in plan.chosen], limit)
-    if not left_out:
-        return False
-    for job_id in plan.chosen:
-        if sizes[job_id] > limit.hard_limit:
-            log.error("lease.job_too_large", job_id=job_id, size=sizes[job_id])
-    plan.chosen = [plan.chosen[i] for i in kept]
-    plan.keys_by_job = {job_id: plan.keys_by_job[job_id] for job_id in plan.chosen}
-    # What the plan knew of empty buckets assumed every job it chose; claim it no more.
-    plan.dry_until = {}
-    return True
 
 
 # The basic view of a listed job leaves out its largest fields.
