@@ -127,3 +127,15 @@ async def test_server_info_states_the_limits(wire: Wire, server_config: ServerCo
     assert info.max_lease_wait.ToSeconds() == 30
     assert 0 < info.default_max_reply_bytes <= GRPC_DEFAULT_RECEIVE
     assert info.server_version
+
+
+async def test_a_lease_of_many_big_jobs_takes_the_first_that_fit_in_dispatch_order(
+    wire: Wire,
+) -> None:
+    await enqueue_big(wire, 100, size=100 * KIB)
+    order = [j.job_id for j in reversed(await wire.jobs())]  # listed newest first
+    reply = await lease(wire, max_jobs=100)
+    assert 0 < len(reply.jobs) < 100
+    assert reply.ByteSize() <= GRPC_DEFAULT_RECEIVE
+    assert [j.job_id for j in reply.jobs] == order[: len(reply.jobs)]
+    assert len(await wire.jobs(state=pb.JOB_STATE_AVAILABLE)) == 100 - len(reply.jobs)
