@@ -157,7 +157,7 @@ class JobService:
                     reply_limit=reply_limit,
                 )
                 batch = self._known_dry(params) or await self._claim(params)
-                if batch.left_behind:
+                if batch.left_behind and batch.jobs:
                     # Due jobs this reply had no room for: another long-poll may take them.
                     self._wakeups.notify(queues)
                 leased = batch.jobs

@@ -961,7 +961,7 @@ class SqlStore:
             query = query.where(jobs.c.state == params.state)
         if params.after_job_id:
             query = query.where(jobs.c.id < params.after_job_id)
-        return await self._read(lambda conn: _job_page(conn.execute(query), params))
+        return await self._read(lambda conn: _job_page(conn, query, params))
 
     async def due_times(self) -> DueTimes:
         return await self._read(_due_times)
@@ -997,18 +997,23 @@ _BASIC_JOB_COLUMNS = [
 ]
 
 
-def _job_page(rows: Any, params: ListJobsParams) -> JobPage:
-    """The page's jobs, read row by row until the next one would pass the reply limit."""
+def _job_page(conn: Connection, query: Any, params: ListJobsParams) -> JobPage:
+    """The page's jobs, read row by row until the next one would pass the reply limit (the
+    rows after it are never fetched)."""
     page: list[Job] = []
     total = 0
-    for row in rows:
-        job = job_from_row(row, ())
-        if params.reply_limit is not None:
-            size = listed_job_size(job)
-            if page and total + size > params.reply_limit.budget:
-                return JobPage(jobs=page, more=True)
-            total += size
-        page.append(job)
+    result = conn.execute(query)
+    try:
+        for row in result:
+            job = job_from_row(row, ())
+            if params.reply_limit is not None:
+                size = listed_job_size(job)
+                if page and total + size > params.reply_limit.budget:
+                    return JobPage(jobs=page, more=True)
+                total += size
+            page.append(job)
+    finally:
+        result.close()
     return JobPage(jobs=page, more=len(page) == params.page_size)
 
 
