@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.servicer import CoordinatorServicer
-from conveyor_server.api.validation import Limits
+from conveyor_server.api.validation import Limits, job_template_reader
 from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
 from conveyor_server.core.clock import Clock, SystemClock
 from conveyor_server.core.jobs import JobService, JobServiceConfig
@@ -34,7 +34,6 @@ from conveyor_server.store.sql import SqlStore
 log = structlog.get_logger("conveyor.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
-_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -78,22 +77,27 @@ class Coordinator:
         )
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 # Refuse to share a port with a still-running coordinator.
                 ("grpc.so_reuseport", 0),
             ]
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
         queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
-        schedules = ScheduleService(store, clock, cron_alarm)
+        limits = Limits(
+            max_payload_bytes=config.max_payload_bytes, max_message_bytes=MAX_MESSAGE_BYTES
+        )
+        schedules = ScheduleService(
+            store, clock, cron_alarm, read_template=job_template_reader(limits)
+        )
         add_coordinator_servicer(
             CoordinatorServicer(
                 jobs,
                 queues,
                 schedules,
                 task_types,
-                Limits(max_payload_bytes=config.max_payload_bytes),
+                limits,
             ),
             server,
         )

@@ -49,10 +49,22 @@ async def test_a_queue_exists_once_updated_before_any_job(stub: rpc.CoordinatorS
     assert queue.max_concurrency == 3
 
 
-async def test_unknown_queue_is_not_found(stub: rpc.CoordinatorServiceStub) -> None:
+async def test_a_never_named_queue_has_default_settings_and_zero_stats(
+    stub: rpc.CoordinatorServiceStub,
+) -> None:
+    queue = await stub.GetQueue(pb.GetQueueRequest(name="never-named"))
+    assert queue.name == "never-named"
+    assert not queue.paused and queue.max_concurrency == 0
+    assert queue.stats == pb.QueueStats()
+    # Looking does not create it.
+    listed = await stub.ListQueues(pb.ListQueuesRequest())
+    assert "never-named" not in [q.name for q in listed.queues]
+
+
+async def test_get_queue_still_refuses_a_malformed_name(stub: rpc.CoordinatorServiceStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetQueue(pb.GetQueueRequest(name="never-named"))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        await stub.GetQueue(pb.GetQueueRequest(name="no spaces"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_bucket_starts_full_then_refills_at_its_rate(

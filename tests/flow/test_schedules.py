@@ -38,7 +38,13 @@ def schedule(name: str = "nightly", cron: str = "0 9 * * *", **fields: object) -
 
 
 async def jobs_in(stub: rpc.CoordinatorServiceStub, queue: str = "reports") -> list[pb.Job]:
-    return list((await stub.ListJobs(pb.ListJobsRequest(queue=queue, page_size=1000))).jobs)
+    return list(
+        (
+            await stub.ListJobs(
+                pb.ListJobsRequest(queue=queue, page_size=1000, view=pb.JOB_VIEW_FULL)
+            )
+        ).jobs
+    )
 
 
 def test_six_field_cron_puts_seconds_first() -> None:

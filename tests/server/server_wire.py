@@ -79,10 +79,23 @@ class Wire:
         return job
 
     async def jobs(self, queue: str = "", state: int = pb.JOB_STATE_UNSPECIFIED) -> list[pb.Job]:
-        reply: pb.ListJobsResponse = await self.stub.ListJobs(
-            pb.ListJobsRequest(queue=queue, state=state, page_size=1000)  # type: ignore[arg-type]
-        )
-        return list(reply.jobs)
+        """Every matching job in full, newest first (pages of large jobs are cut by size)."""
+        found: list[pb.Job] = []
+        token = ""
+        while True:
+            reply: pb.ListJobsResponse = await self.stub.ListJobs(
+                pb.ListJobsRequest(
+                    queue=queue,
+                    state=state,  # type: ignore[arg-type]
+                    page_size=1000,
+                    page_token=token,
+                    view=pb.JOB_VIEW_FULL,
+                )
+            )
+            found.extend(reply.jobs)
+            token = reply.next_page_token
+            if not token:
+                return found
 
     async def receipt(
         self, job: pb.LeasedJob, outcome: int, token: str | None = None, **fields: Any

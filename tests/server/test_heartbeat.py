@@ -44,6 +44,17 @@ async def test_an_extended_lease_outlives_its_original_expiry(
     assert (await wire.succeed(leased)).state == pb.JOB_STATE_SUCCEEDED
 
 
+async def test_a_heartbeat_never_shortens_the_lease(wire: Wire, clock: FakeClock) -> None:
+    await wire.enqueue(lease_duration=seconds(60))
+    leased = await wire.lease_one()
+    clock.advance(10)
+    reply = await wire.heartbeat(leased, extend_by=seconds(5))
+    assert micros(reply.lease_expires_at) == micros(leased.lease_expires_at)
+    assert micros((await wire.get(leased.job_id)).lease_expires_at) == micros(
+        leased.lease_expires_at
+    )
+
+
 async def test_a_checkpoint_sent_with_a_heartbeat_is_stored(wire: Wire) -> None:
     await wire.enqueue()
     leased = await wire.lease_one()

@@ -23,6 +23,7 @@ from conveyor.models import (
     RateLimit,
     RetryPolicy,
     Schedule,
+    ServerInfo,
     TaskType,
     TaskTypePage,
 )
@@ -254,4 +255,21 @@ def task_type_page(message: pb.ListTaskTypesResponse) -> TaskTypePage:
     return TaskTypePage(
         task_types=[task_type(t) for t in message.task_types],
         next_page_token=message.next_page_token,
+    )
+
+
+def server_info(message: pb.ServerInfo) -> ServerInfo:
+    return ServerInfo(
+        server_version=message.server_version,
+        max_payload_bytes=message.max_payload_bytes,
+        max_result_bytes=message.max_result_bytes,
+        max_checkpoint_bytes=message.max_checkpoint_bytes,
+        max_jobs_per_lease=message.max_jobs_per_lease,
+        max_lease_wait=message.max_lease_wait.ToTimedelta(),
+        max_message_bytes=message.max_message_bytes,
+        default_max_reply_bytes=message.default_max_reply_bytes,
+        max_lease_duration=message.max_lease_duration.ToTimedelta(),
+        max_error_message_chars=message.max_error_message_chars,
+        max_page_size=message.max_page_size,
+        max_jobs_per_batch=message.max_jobs_per_batch,
     )

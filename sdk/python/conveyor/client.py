@@ -31,6 +31,7 @@ from conveyor.models import (
     RateLimit,
     RetryPolicy,
     Schedule,
+    ServerInfo,
     TaskType,
     TaskTypePage,
 )
@@ -253,14 +254,18 @@ class Client:
         *,
         page_size: int = 50,
         page_token: str = "",
+        full: bool = False,
     ) -> JobPage:
         """One page of jobs, newest first (None = any queue, any state). Pass the page's
-        `next_page_token` back for the next page; it is "" on the last one."""
+        `next_page_token` back for the next page; it is "" on the last one. Jobs come without
+        payload, result and checkpoint unless `full`; a page of large jobs may hold fewer than
+        `page_size` (with a token for the rest)."""
         request = pb.ListJobsRequest(
             queue=queue or "",
             state=int(state or 0),  # type: ignore[arg-type]
             page_size=page_size,
             page_token=page_token,
+            view=pb.JOB_VIEW_FULL if full else pb.JOB_VIEW_BASIC,
         )
         return _convert.job_page(await _call(self._stub.ListJobs(request, timeout=self._timeout)))
 
@@ -276,6 +281,14 @@ class Client:
             token = page.next_page_token
             if not token:
                 return
+
+    async def server_info(self) -> ServerInfo:
+        """The coordinator's limits (payload, result and checkpoint sizes, message size, ...)
+        and version."""
+        reply = await _call(
+            self._stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=self._timeout)
+        )
+        return _convert.server_info(reply)
 
     async def cancel_job(self, job_id: str) -> Job:
         """Cancels a job that is waiting at once; a running one is asked to stop (its worker
@@ -619,6 +632,7 @@ class SyncClient:
     enqueue_batch = _blocking(Client.enqueue_batch)
     get_job = _blocking(Client.get_job)
     list_jobs = _blocking(Client.list_jobs)
+    server_info = _blocking(Client.server_info)
     cancel_job = _blocking(Client.cancel_job)
     retry_job = _blocking(Client.retry_job)
     wait_job = _blocking(Client.wait_job)

@@ -227,3 +227,22 @@ class TaskTypePage:
 
     task_types: list[TaskType]
     next_page_token: str
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A coordinator's limits and version (`Client.server_info`): size payloads, results and
+    checkpoints, and the channel's receive limit, from these."""
+
+    server_version: str
+    max_payload_bytes: int
+    max_result_bytes: int
+    max_checkpoint_bytes: int
+    max_jobs_per_lease: int
+    max_lease_wait: timedelta
+    max_message_bytes: int
+    default_max_reply_bytes: int
+    max_lease_duration: timedelta
+    max_error_message_chars: int
+    max_page_size: int
+    max_jobs_per_batch: int

@@ -15,7 +15,6 @@ from conveyor_server.core.model import (
     HeartbeatResult,
     Job,
     JobError,
-    JobSpecInput,
     JobState,
     LeasedJob,
     Micros,
@@ -160,30 +159,13 @@ def _retry_overrides(retry: RetryOverrides) -> pb.RetryPolicy:
     return message
 
 
-def job_spec(spec: JobSpecInput) -> pb.JobSpec:
-    message = pb.JobSpec(
-        queue=spec.queue,
-        task_type=spec.task_type,
-        payload=spec.payload,
-        priority=spec.priority,
-        max_attempts=spec.settings.max_attempts or 0,
-        retry_policy=_retry_overrides(spec.settings.retry),
-        idempotency_key=spec.idempotency_key or "",
-        parent_job_id=spec.parent_job_id or "",
-        throttle_key=spec.throttle_key or "",
-    )
-    if spec.settings.lease_duration is not None:
-        message.lease_duration.CopyFrom(duration(spec.settings.lease_duration))
-    return message
-
-
 def schedule(item: Schedule) -> pb.Schedule:
     spec = item.spec
     message = pb.Schedule(
         name=spec.name,
         cron=spec.cron,
         timezone=spec.timezone,
-        job=job_spec(spec.job),
+        job=pb.JobSpec.FromString(spec.job_spec),
         misfire_policy=int(spec.misfire_policy),  # type: ignore[arg-type]
         catch_up_limit=spec.catch_up_limit,
         overlap_policy=int(spec.overlap_policy),  # type: ignore[arg-type]

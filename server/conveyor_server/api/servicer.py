@@ -96,6 +96,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             params.max_jobs,
             params.wait_seconds,
             task_types=params.task_types,
+            reply_limit=validation.reply_limit(request.max_reply_bytes, self._limits),
         )
         return pb.LeaseResponse(jobs=[convert.leased_job(job) for job in leased])
 
@@ -169,11 +170,10 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
-        params = validation.list_jobs(request)
-        jobs = await self._jobs.list(params)
-        next_token = (
-            validation.encode_page_token(jobs[-1].job_id) if len(jobs) == params.page_size else ""
-        )
+        params = validation.list_jobs(request, self._limits)
+        page = await self._jobs.list(params)
+        jobs = page.jobs
+        next_token = validation.encode_page_token(jobs[-1].job_id) if page.more and jobs else ""
         return pb.ListJobsResponse(jobs=[convert.job(j) for j in jobs], next_page_token=next_token)
 
     @_reports_errors
@@ -308,6 +308,14 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             last = found[limit - 1]
             reply.next_page_token = validation.encode_task_type_token(last.name, last.version)
         return reply
+
+    # -- server information ------------------------------------------------------------------
+
+    @_reports_errors
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ServerInfo:
+        return validation.server_info(self._limits)
 
 
 T = TypeVar("T")

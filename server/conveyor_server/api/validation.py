@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import importlib.metadata
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from conveyor_server.core.model import (
     QueueConfig,
     RateLimit,
     ReceiptParams,
+    ReplyLimit,
     Retention,
     RetryOverrides,
     TaskTypeRef,
@@ -90,9 +92,17 @@ MAX_MESSAGE_TYPE_LENGTH = 512
 MESSAGE_TYPE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+# A reply's size when the caller states none: gRPC's default 4 MiB receive limit, less room
+# for the reply's own framing and anything an estimate misses.
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# The server's own gRPC send and receive limit unless the composition root says otherwise.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Limits:
     max_payload_bytes: int
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def name(value: str, field: str) -> str:
@@ -299,6 +309,40 @@ def lease(request: pb.LeaseRequest) -> LeaseInput:
     )
 
 
+def server_info(limits: Limits) -> pb.ServerInfo:
+    """The limits this module enforces, as GetServerInfo states them."""
+    try:
+        version = importlib.metadata.version("conveyor")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        version = "unknown"
+    info = pb.ServerInfo(
+        server_version=version,
+        max_payload_bytes=limits.max_payload_bytes,
+        max_result_bytes=limits.max_payload_bytes,
+        max_checkpoint_bytes=limits.max_payload_bytes,
+        max_jobs_per_lease=MAX_JOBS_PER_LEASE,
+        max_message_bytes=limits.max_message_bytes,
+        default_max_reply_bytes=min(DEFAULT_MAX_REPLY_BYTES, limits.max_message_bytes),
+        max_error_message_chars=MAX_ERROR_MESSAGE,
+        max_page_size=MAX_PAGE_SIZE,
+        max_jobs_per_batch=MAX_JOBS_PER_BATCH,
+    )
+    info.max_lease_wait.FromMicroseconds(MAX_LEASE_WAIT)
+    info.max_lease_duration.FromMicroseconds(MAX_LEASE_DURATION)
+    return info
+
+
+def reply_limit(requested: int, limits: Limits, field: str = "max_reply_bytes") -> ReplyLimit:
+    """The size a reply may reach: what the caller can receive (0: the default that fits
+    gRPC's default receive limit), never more than this server sends."""
+    if requested < 0:
+        raise InvalidArgument(f"{field} must not be negative (0 means the default)")
+    budget = requested or DEFAULT_MAX_REPLY_BYTES
+    return ReplyLimit(
+        budget=min(budget, limits.max_message_bytes), hard_limit=limits.max_message_bytes
+    )
+
+
 def heartbeat(request: pb.HeartbeatRequest, limits: Limits, path: str = "") -> HeartbeatParams:
     extend_by = _optional_duration(request, "extend_by", path)
     if extend_by is not None and not 0 < extend_by <= MAX_LEASE_DURATION:
@@ -356,9 +400,11 @@ def batch_size(items: Sequence[object], field: str) -> None:
         )
 
 
-def list_jobs(request: pb.ListJobsRequest) -> ListJobsParams:
+def list_jobs(request: pb.ListJobsRequest, limits: Limits | None = None) -> ListJobsParams:
     if request.page_size < 0:
         raise InvalidArgument("page_size must not be negative")
+    if request.view not in pb.JobView.values():
+        raise InvalidArgument(f"view {request.view} is not a JobView")
     state = None
     if request.state:
         if request.state not in JobState._value2member_map_:
@@ -369,6 +415,8 @@ def list_jobs(request: pb.ListJobsRequest) -> ListJobsParams:
         state=state,
         page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
         after_job_id=page_after(request.page_token, "ListJobs"),
+        full=request.view == pb.JOB_VIEW_FULL,
+        reply_limit=reply_limit(0, limits) if limits is not None else None,
     )
 
 
@@ -584,16 +632,35 @@ def schedule_spec(message: pb.Schedule, limits: Limits) -> ScheduleSpec:
         raise InvalidArgument(f"schedule.overlap_policy {message.overlap_policy} is unknown")
     if not 0 <= message.catch_up_limit <= MAX_CATCH_UP_LIMIT:
         raise InvalidArgument(f"schedule.catch_up_limit must be between 1 and {MAX_CATCH_UP_LIMIT}")
+    job_spec(message.job, limits, "schedule.job.")
     return ScheduleSpec(
         name=name(message.name, "schedule.name"),
         cron=validate_cron(message.cron, "schedule.cron"),
         timezone=validate_timezone(message.timezone, "schedule.timezone"),
-        job=job_spec(message.job, limits, "schedule.job."),
+        job_spec=job_template_bytes(message.job),
         misfire_policy=MisfirePolicy(message.misfire_policy or MisfirePolicy.RUN_ONCE),
         catch_up_limit=message.catch_up_limit or DEFAULT_CATCH_UP_LIMIT,
         overlap_policy=OverlapPolicy(message.overlap_policy or OverlapPolicy.ALLOW),
         paused=message.paused,
     )
+
+
+def job_template_bytes(spec: pb.JobSpec) -> bytes:
+    """A schedule's job template as stored: the whole JobSpec (deterministic bytes), so no
+    field is lost on the way to a fire; fields this server does not know are dropped."""
+    template = pb.JobSpec()
+    template.CopyFrom(spec)
+    template.DiscardUnknownFields()
+    return template.SerializeToString(deterministic=True)
+
+
+def job_template_reader(limits: Limits) -> Callable[[bytes], JobSpecInput]:
+    """Reads a stored template back into a validated job, at fire time."""
+
+    def read(data: bytes) -> JobSpecInput:
+        return job_spec(pb.JobSpec.FromString(data), limits, "schedule.job.")
+
+    return read
 
 
 def schedule_update(
@@ -621,10 +688,8 @@ def schedule_update(
             merged.paused = current.paused
         spec = schedule_spec(merged, limits) if "job" in fields else None
         if spec is None:
-            merged.job.CopyFrom(
-                pb.JobSpec(queue=current.job.queue, task_type=current.job.task_type)
-            )
-            spec = dataclasses.replace(schedule_spec(merged, limits), job=current.job)
+            merged.job.CopyFrom(pb.JobSpec(queue="q", task_type="t"))  # replaced just below
+            spec = dataclasses.replace(schedule_spec(merged, limits), job_spec=current.job_spec)
         return spec
 
     return schedule_name, change

@@ -19,6 +19,7 @@ from conveyor_server.core.model import (
     HeartbeatParams,
     HeartbeatResult,
     Job,
+    JobPage,
     JobSpecInput,
     JobState,
     LeaseBatch,
@@ -29,6 +30,7 @@ from conveyor_server.core.model import (
     NewJob,
     Outcome,
     ReceiptParams,
+    ReplyLimit,
     TaskTypeRef,
     TransitionResult,
 )
@@ -139,6 +141,7 @@ class JobService:
         wait_seconds: float,
         *,
         task_types: tuple[TaskTypeRef, ...] = (),
+        reply_limit: ReplyLimit | None = None,
     ) -> list[LeasedJob]:
         """Claims up to max_jobs; long-polls up to wait_seconds for work to become due."""
         loop = asyncio.get_running_loop()
@@ -151,8 +154,12 @@ class JobService:
                     max_jobs=max_jobs,
                     now=self._clock.now(),
                     task_types=task_types,
+                    reply_limit=reply_limit,
                 )
                 batch = self._known_dry(params) or await self._claim(params)
+                if batch.left_behind and batch.jobs:
+                    # Due jobs this reply had no room for: another long-poll may take them.
+                    self._wakeups.notify(queues)
                 leased = batch.jobs
                 remaining = deadline - loop.time()
                 if leased or remaining <= 0 or self._stopping.is_set():
@@ -292,7 +299,7 @@ class JobService:
     async def get(self, job_id: str) -> Job:
         return await self._store.get_job(job_id)
 
-    async def list(self, params: ListJobsParams) -> list[Job]:
+    async def list(self, params: ListJobsParams) -> JobPage:
         return await self._store.list_jobs(params)
 
     async def cancel(self, job_id: str) -> Job:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +239,42 @@ class LeasedJob:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyLimit:
+    """How large a reply may grow, in bytes: `budget` is what the caller can receive; one item
+    is sent even when larger than that, as long as it fits `hard_limit` (what this server can
+    send at all)."""
+
+    budget: int
+    hard_limit: int
+
+
+# Upper bounds of what one item adds to a reply besides its variable-length bytes, so that a
+# reply is cut before it passes its limit (tests/unit checks them against the real messages):
+# a LeasedJob (ids, names up to 128 characters, a version, three times, tags and lengths)...
+LEASED_JOB_OVERHEAD = 640
+# ...and a listed Job (also keys up to 256 characters, a worker id, an error type, a policy).
+LISTED_JOB_OVERHEAD = 2048
+
+
+def fit_in_reply(sizes: Sequence[int], limit: ReplyLimit) -> tuple[list[int], bool]:
+    """The indexes of the items (in order) that fit in one reply, and whether the budget is
+    reached (no later item can join). Stops at the first item that would pass the budget, so
+    order is kept; the first item that fits the hard limit always goes, so that a small budget
+    cannot starve a large job. An item larger than the hard limit can never be sent and is
+    passed over."""
+    kept: list[int] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if size > limit.hard_limit:
+            continue
+        if kept and total + size > limit.budget:
+            return kept, True
+        kept.append(index)
+        total += size
+    return kept, False
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseParams:
     worker_id: str
     queues: tuple[str, ...]
@@ -245,6 +282,8 @@ class LeaseParams:
     now: Micros
     # Empty: the worker takes any job.
     task_types: tuple[TaskTypeRef, ...] = ()
+    # None: no limit on the reply's size.
+    reply_limit: ReplyLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +358,29 @@ class ListJobsParams:
     state: JobState | None
     page_size: int
     after_job_id: str | None  # paging cursor: jobs strictly older than this id
+    # False (the basic view): without payload, result and checkpoint.
+    full: bool = False
+    # None: no limit on the page's size in bytes.
+    reply_limit: ReplyLimit | None = None
+
+
+def listed_job_size(job: Job) -> int:
+    """An upper bound of the job's size in a list reply (its attempts are never listed)."""
+    error = job.last_error
+    return (
+        LISTED_JOB_OVERHEAD
+        + len(job.payload or b"")
+        + len(job.result or b"")
+        + len(job.checkpoint or b"")
+        + (len(error.message.encode()) if error else 0)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    # True when the page is full or was cut short by its size: ask for the next one.
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +455,17 @@ class QueueStats:
     awaiting_compatible_worker: int = 0
 
 
+# The statistics of a queue that no job has named yet.
+EMPTY_QUEUE_STATS = QueueStats(
+    counts={},
+    oldest_available_age=None,
+    dispatch_rate=0.0,
+    held_by_rate_limit=False,
+    held_by_concurrency_limit=False,
+    held_by_pause=False,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Queue:
     config: QueueConfig
@@ -408,3 +481,5 @@ class LeaseBatch:
     # time of their next token: nothing there can be leased before it, whatever else happens
     # in them, short of a change to their limits.
     dry_until: dict[str, Micros] = field(default_factory=dict)
+    # Jobs that were due and allowed but did not fit the reply's size limit: still AVAILABLE.
+    left_behind: bool = False

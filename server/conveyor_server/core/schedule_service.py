@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import structlog
+
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import new_job
-from conveyor_server.core.model import Micros
+from conveyor_server.core.model import JobSpecInput, Micros
 from conveyor_server.core.notify import DueTimeAlarm
 from conveyor_server.core.schedules import (
     Schedule,
@@ -16,14 +18,24 @@ from conveyor_server.core.schedules import (
     next_fire_after,
     plan_fires,
 )
+from conveyor_server.errors import ConveyorError
 from conveyor_server.store.base import PlannedFires, Store
+
+log = structlog.get_logger("conveyor.schedules")
+
+# Turns a stored job template (a serialized JobSpec) into a validated job; injected by the
+# composition root from the API layer, which owns the wire format.
+TemplateReader = Callable[[bytes], JobSpecInput]
 
 
 class ScheduleService:
-    def __init__(self, store: Store, clock: Clock, alarm: DueTimeAlarm) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, alarm: DueTimeAlarm, read_template: TemplateReader
+    ) -> None:
         self._store = store
         self._clock = clock
         self._alarm = alarm
+        self._read_template = read_template
 
     def _fresh(self, spec: ScheduleSpec, previous: Schedule | None = None) -> Schedule:
         """A schedule whose next fire is computed from now (new, changed or resumed)."""
@@ -67,9 +79,16 @@ class ScheduleService:
         await self._store.delete_schedule(name)
 
     def plan(self, schedule: Schedule, now: Micros) -> PlannedFires:
-        """The jobs a due schedule enqueues now; each is due at once."""
+        """The jobs a due schedule enqueues now; each is due at once. A template that no
+        longer validates (limits lowered since) skips its fires, logged, and the schedule
+        moves on to its next fire time."""
         plan = plan_fires(schedule, now)
+        try:
+            template = self._read_template(schedule.spec.job_spec)
+        except ConveyorError as error:
+            log.error("schedule.template_invalid", schedule=schedule.spec.name, error=str(error))
+            return PlannedFires(fires=[], next_fire_at=plan.next_fire_at)
         return PlannedFires(
-            fires=[(fire_at, new_job(schedule.spec.job, now)) for fire_at in plan.fires],
+            fires=[(fire_at, new_job(template, now)) for fire_at in plan.fires],
             next_fire_at=plan.next_fire_at,
         )

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from conveyor_server.core.clock import MICROS_PER_SECOND
-from conveyor_server.core.model import JobSpecInput, Micros
+from conveyor_server.core.model import Micros
 from conveyor_server.errors import InvalidArgument, shown
 
 # SKIP still runs a fire this late: the loop that fires schedules is never exactly on time.
@@ -56,7 +56,9 @@ class ScheduleSpec:
     name: str
     cron: str
     timezone: str
-    job: JobSpecInput
+    # The job template: a serialized conveyor.v1.JobSpec, opaque below the API layer (which
+    # validated it), so that every JobSpec field, present or future, reaches each fire.
+    job_spec: bytes
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
     catch_up_limit: int = DEFAULT_CATCH_UP_LIMIT
     overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW

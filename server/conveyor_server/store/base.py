@@ -15,6 +15,7 @@ from conveyor_server.core.model import (
     HeartbeatParams,
     HeartbeatResult,
     Job,
+    JobPage,
     LeaseBatch,
     LeaseHolder,
     LeaseParams,
@@ -125,7 +126,9 @@ class Store(Protocol):
 
     async def get_job(self, job_id: str) -> Job: ...
 
-    async def list_jobs(self, params: ListJobsParams) -> list[Job]: ...
+    async def list_jobs(self, params: ListJobsParams) -> JobPage:
+        """One page, newest first; `more` when the page is full or cut short by its size."""
+        ...
 
     async def get_queue(self, name: str, now: Micros) -> Queue: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor_server.core.model import (
+    LEASED_JOB_OVERHEAD,
     Attempt,
     EnqueueResult,
     Job,
@@ -24,7 +26,14 @@ from conveyor_server.core.model import (
     TransitionResult,
     Version,
 )
-from conveyor_server.errors import AlreadyExists, ConveyorError, LeaseLost, NotFound, shown
+from conveyor_server.errors import (
+    AlreadyExists,
+    ConveyorError,
+    FailedPrecondition,
+    LeaseLost,
+    NotFound,
+    shown,
+)
 
 # SQLite allows 32,766 bound variables per statement; IN lists stay far below that.
 IN_CHUNK = 500
@@ -93,6 +102,7 @@ _UNSET_AT_ENQUEUE = dict.fromkeys(
         "error_type",
         "error_non_retryable",
         "finished_at",
+        "receipt_digest",
     ]
 )
 
@@ -163,9 +173,37 @@ def lease_holder(row: sa.Row[Any]) -> LeaseHolder:
     )
 
 
+def receipt_digest(outcome: Outcome, result: bytes | None) -> str:
+    """What a repeated receipt must match to count as a retry of the applied one: its outcome
+    and result (a hash, so that a large result is not kept twice)."""
+    digest = hashlib.sha256(bytes([int(outcome)]))
+    digest.update(result or b"")
+    return digest.hexdigest()
+
+
+def repeated_receipt(
+    row: sa.Row[Any], outcome: Outcome, result: bytes | None
+) -> TransitionResult | ConveyorError:
+    """A receipt whose token already settled the job: harmless when it repeats the applied
+    one, a contradiction otherwise (nothing changes either way). Rows settled before the
+    digest was kept have none and count as repeats."""
+    stored = row.receipt_digest
+    if stored is None or stored == receipt_digest(outcome, result):
+        return replayed_result(row)
+    return conflicting_receipt(row.id)
+
+
+def conflicting_receipt(job_id: str) -> ConveyorError:
+    return FailedPrecondition(
+        f"job {job_id!r} was already reported for this lease with another outcome or result; "
+        "a repeated receipt must equal the first, and this one was not applied"
+    )
+
+
 def transition_params(
-    job_id: str, token: str, transition: Any, *, keep_token: bool
+    job_id: str, token: str, transition: Any, *, keep_token: bool, digest: str | None = None
 ) -> dict[str, Any]:
+    """`digest`: the receipt's receipt_digest (None when a lease expired)."""
     error: JobError | None = transition.error
     return {
         "b_id": job_id,
@@ -179,6 +217,7 @@ def transition_params(
         "b_error_non_retryable": error.non_retryable if error else None,
         "b_finished_at": transition.finished_at,
         "b_new_token": token if keep_token else None,
+        "b_receipt_digest": digest,
     }
 
 
@@ -257,12 +296,17 @@ def attempt_from_row(row: sa.Row[Any]) -> Attempt:
     )
 
 
+def leased_job_size(row: sa.Row[Any]) -> int:
+    """An upper bound of the job's size in a Lease reply."""
+    return len(row.payload) + len(row.checkpoint or b"") + LEASED_JOB_OVERHEAD
+
+
 def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
     return Job(
         job_id=row.id,
         queue=row.queue,
         task_type=row.task_type,
-        payload=row.payload,
+        payload=row.payload or b"",
         state=JobState(row.state),
         run_at=row.run_at,
         delay=row.delay,
@@ -293,16 +337,18 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
     )
 
 
-def leased_job(row: sa.Row[Any]) -> LeasedJob:
+def claimed_job(row: sa.Row[Any], token: str, now: Micros) -> LeasedJob:
+    """The job as a worker receives it, from its row as read just before the claim, with what
+    the claim set: the token, the next attempt and the expiry."""
     return LeasedJob(
         job_id=row.id,
-        lease_token=row.lease_token,
+        lease_token=token,
         queue=row.queue,
         task_type=row.task_type,
         payload=row.payload,
-        attempt=row.attempt,
+        attempt=row.attempt + 1,
         max_attempts=row.max_attempts,
-        lease_expires_at=row.lease_expires_at,
+        lease_expires_at=now + row.lease_duration,
         lease_duration=row.lease_duration,
         checkpoint=row.checkpoint,
         created_at=row.created_at,

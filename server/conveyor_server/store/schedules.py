@@ -1,59 +1,19 @@
-"""Schedule rows, on an open connection. The job template is stored as JSON of the validated
-domain JobSpecInput, so the store needs no protobuf."""
+"""Schedule rows, on an open connection. The job template is the serialized JobSpec the API
+layer validated; the store keeps it as opaque bytes."""
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from conveyor_server.core.model import JobSettings, JobSpecInput, Micros, RetryOverrides
+from conveyor_server.core.model import Micros
 from conveyor_server.core.schedules import MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec
 from conveyor_server.errors import AlreadyExists, NotFound, shown
 from conveyor_server.store import dialects
 from conveyor_server.store.schema import schedule_fires, schedules
-
-
-def _template_json(job: JobSpecInput) -> bytes:
-    retry = job.settings.retry
-    return json.dumps(
-        {
-            "queue": job.queue,
-            "task_type": job.task_type,
-            "payload": base64.b64encode(job.payload).decode(),
-            "priority": job.priority,
-            "max_attempts": job.settings.max_attempts,
-            "lease_duration": job.settings.lease_duration,
-            "retry": [retry.initial_backoff, retry.multiplier, retry.max_backoff, retry.jitter],
-            "parent_job_id": job.parent_job_id,
-            "throttle_key": job.throttle_key,
-        }
-    ).encode()
-
-
-def _template(data: bytes) -> JobSpecInput:
-    raw = json.loads(data)
-    initial, multiplier, maximum, jitter = raw["retry"]
-    return JobSpecInput(
-        queue=raw["queue"],
-        task_type=raw["task_type"],
-        payload=base64.b64decode(raw["payload"]),
-        run_at=None,
-        delay=0,
-        priority=raw["priority"],
-        settings=JobSettings(
-            max_attempts=raw["max_attempts"],
-            lease_duration=raw["lease_duration"],
-            retry=RetryOverrides(initial, multiplier, maximum, jitter),
-        ),
-        idempotency_key=None,
-        parent_job_id=raw["parent_job_id"],
-        throttle_key=raw["throttle_key"],
-    )
 
 
 def _values(schedule: Schedule) -> dict[str, Any]:
@@ -61,7 +21,7 @@ def _values(schedule: Schedule) -> dict[str, Any]:
     return {
         "cron": spec.cron,
         "timezone": spec.timezone,
-        "job_template": _template_json(spec.job),
+        "job_spec": spec.job_spec,
         "misfire_policy": int(spec.misfire_policy),
         "catch_up_limit": spec.catch_up_limit,
         "overlap_policy": int(spec.overlap_policy),
@@ -78,7 +38,7 @@ def schedule_from_row(row: Any) -> Schedule:
             name=row.name,
             cron=row.cron,
             timezone=row.timezone,
-            job=_template(row.job_template),
+            job_spec=row.job_spec,
             misfire_policy=MisfirePolicy(row.misfire_policy),
             catch_up_limit=row.catch_up_limit,
             overlap_policy=OverlapPolicy(row.overlap_policy),

@@ -53,6 +53,9 @@ jobs = sa.Table(
     sa.Column("version_major", sa.Integer),
     sa.Column("version_minor", sa.Integer),
     sa.Column("version_patch", sa.Integer),
+    # The outcome and result of the receipt that settled the current lease (a hash), so that a
+    # repeated receipt is told apart from a contradicting one.
+    sa.Column("receipt_digest", sa.String(64)),
 )
 
 # Dispatch order: priority first, then due time, then creation (ids sort by creation).
@@ -178,8 +181,9 @@ schedules = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("cron", sa.String(200), nullable=False),
     sa.Column("timezone", sa.String(64), nullable=False),
-    # The JobSpec template, as serialized protobuf: the wire contract is its schema.
-    sa.Column("job_template", sa.LargeBinary, nullable=False),
+    # The JobSpec template as serialized protobuf (conveyor.v1.JobSpec): the wire contract is
+    # its schema, so no field added to JobSpec later can be lost. Opaque to the store.
+    sa.Column("job_spec", sa.LargeBinary, nullable=False),
     sa.Column("misfire_policy", sa.SmallInteger, nullable=False),
     sa.Column("catch_up_limit", sa.Integer, nullable=False),
     sa.Column("overlap_policy", sa.SmallInteger, nullable=False),

@@ -26,11 +26,13 @@ from sqlalchemy.engine import Connection
 
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
+    EMPTY_QUEUE_STATS,
     DueTimes,
     EnqueueResult,
     HeartbeatParams,
     HeartbeatResult,
     Job,
+    JobPage,
     JobState,
     LeaseBatch,
     LeaseParams,
@@ -40,8 +42,11 @@ from conveyor_server.core.model import (
     Queue,
     QueueConfig,
     ReceiptParams,
+    ReplyLimit,
     TransitionResult,
     Version,
+    fit_in_reply,
+    listed_job_size,
     resolve_settings,
 )
 from conveyor_server.core.schedules import OverlapPolicy, Schedule
@@ -71,6 +76,8 @@ from conveyor_server.store.rows import (
     as_replay,
     attempt_from_row,
     chunks,
+    claimed_job,
+    conflicting_receipt,
     fencing_problem,
     fresh_result,
     history_row,
@@ -79,8 +86,9 @@ from conveyor_server.store.rows import (
     keyed_outcome,
     lease_holder,
     lease_tokens,
-    leased_job,
-    replayed_result,
+    leased_job_size,
+    receipt_digest,
+    repeated_receipt,
     transition_params,
     transition_result,
 )
@@ -111,6 +119,9 @@ WRITE_PROBE_INTERVAL_SECONDS = 1.0
 # A probe row larger than a page (4 KiB by default), so that it needs one.
 _PROBE_BYTES = 8192
 
+# Rows a size-limited lease reads before it knows whether the reply is full.
+_FIRST_READ_STEP = 64
+
 # Fire records only guard against firing twice; by this age the schedule has long moved on.
 FIRE_MEMORY: Micros = 7 * 24 * 3600 * 1_000_000
 
@@ -134,6 +145,7 @@ _HOLDER_COLUMNS = [
     jobs.c.leased_by,
     jobs.c.leased_at,
     jobs.c.cancel_requested,
+    jobs.c.receipt_digest,
 ]
 
 _CLAIM = Prepared(
@@ -177,6 +189,7 @@ _TRANSITION_VALUES: dict[str, Any] = {
     "finished_at": sa.bindparam("b_finished_at", type_=sa.BigInteger),
     "lease_expires_at": sa.null(),
     "lease_token": sa.bindparam("b_new_token", type_=sa.String),
+    "receipt_digest": sa.bindparam("b_receipt_digest", type_=sa.String),
 }
 
 _APPLY_TRANSITION = Prepared(sa.update(jobs).where(_FENCED).values(**_TRANSITION_VALUES))
@@ -608,9 +621,12 @@ class SqlStore:
     def _claim(self, conn: Connection, params: LeaseParams) -> LeaseBatch:
         self._declarations.record(conn, params)
         plan = queues_sql.plan_dispatch(conn, params)
+        rows, left_behind = self._rows_that_fit(conn, plan, params.reply_limit)
         chosen = plan.chosen
         if not chosen:
-            return LeaseBatch(jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until)
+            return LeaseBatch(
+                jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
+            )
         queues_sql.record_dispatch(conn, plan, params.now)
         tokens = lease_tokens(chosen)
         _CLAIM.executemany(
@@ -625,9 +641,47 @@ class SqlStore:
                 for job_id, token in tokens.items()
             ],
         )
-        rows = self._rows_by_id(conn, chosen, _JOB_COLUMNS)
-        leased = [leased_job(rows[job_id]) for job_id in chosen]
-        return LeaseBatch(jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until)
+        # Built from the rows read before the claim, with what _CLAIM set: no second read.
+        leased = [claimed_job(rows[job_id], tokens[job_id], params.now) for job_id in chosen]
+        return LeaseBatch(
+            jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
+        )
+
+    def _rows_that_fit(
+        self, conn: Connection, plan: queues_sql.DispatchPlan, limit: ReplyLimit | None
+    ) -> tuple[dict[str, sa.Row[Any]], bool]:
+        """Reads the chosen jobs and cuts the plan to those that fit in one reply (before
+        anything is claimed, so the rest stay AVAILABLE); True when some were left out. Reads
+        in dispatch order, in growing steps, so a reply that fills up early stops the reading
+        too (a lease of many large jobs does not read them all)."""
+        if limit is None:
+            return self._rows_by_id(conn, plan.chosen, _JOB_COLUMNS), False
+        rows: dict[str, sa.Row[Any]] = {}
+        if len(plan.chosen) <= _FIRST_READ_STEP:
+            rows = self._rows_by_id(conn, plan.chosen, _JOB_COLUMNS)
+            if sum(map(leased_job_size, rows.values())) <= limit.budget:
+                return rows, False  # the common case: everything fits
+        sizes: list[int] = []
+        kept: list[int] = []
+        full = False
+        step = _FIRST_READ_STEP
+        while len(sizes) < len(plan.chosen) and not full:
+            part = plan.chosen[len(sizes) : len(sizes) + step]
+            missing = [job_id for job_id in part if job_id not in rows]
+            rows.update(self._rows_by_id(conn, missing, _JOB_COLUMNS))
+            sizes.extend(leased_job_size(rows[job_id]) for job_id in part)
+            kept, full = fit_in_reply(sizes, limit)
+            step *= 4
+        if len(kept) == len(plan.chosen):
+            return rows, False
+        for job_id, size in zip(plan.chosen, sizes, strict=False):
+            if size > limit.hard_limit:
+                log.error("lease.job_too_large", job_id=job_id, size=size)
+        plan.chosen = [plan.chosen[i] for i in kept]
+        plan.keys_by_job = {job_id: plan.keys_by_job[job_id] for job_id in plan.chosen}
+        # What the plan knew of empty buckets assumed every job it chose; claim it no more.
+        plan.dry_until = {}
+        return rows, True
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -651,7 +705,9 @@ class SqlStore:
             if problem is not None or row is None:
                 outcomes.append(problem or NotFound(f"job {item.job_id!r} not found"))
                 continue
-            expires = now + (item.extend_by if item.extend_by is not None else row.lease_duration)
+            wanted = now + (item.extend_by if item.extend_by is not None else row.lease_duration)
+            # "Extend" never shortens: a heartbeat asking for less keeps the current expiry.
+            expires = max(row.lease_expires_at, wanted)
             updates.append(
                 {
                     "b_id": item.job_id,
@@ -688,19 +744,22 @@ class SqlStore:
         outcomes: list[TransitionResult | ConveyorError] = []
         updates: list[dict[str, Any]] = []
         history: list[dict[str, Any]] = []
-        settled: dict[str, TransitionResult] = {}
+        settled: dict[str, tuple[TransitionResult, str]] = {}
         for receipt in receipts:
             row = rows.get(receipt.job_id)
             replay = settled.get(receipt.job_id)
+            digest = receipt_digest(receipt.outcome, receipt.result)
             if replay is not None and row is not None and row.lease_token == receipt.lease_token:
-                outcomes.append(as_replay(replay))
+                done, applied = replay
+                same = applied == digest
+                outcomes.append(as_replay(done) if same else conflicting_receipt(row.id))
                 continue
             if (
                 row is not None
                 and row.lease_token == receipt.lease_token
                 and row.state != JobState.LEASED
             ):
-                outcomes.append(replayed_result(row))
+                outcomes.append(repeated_receipt(row, receipt.outcome, receipt.result))
                 continue
             problem = fencing_problem(receipt.job_id, receipt.lease_token, row, now)
             if problem is not None or row is None:
@@ -709,11 +768,13 @@ class SqlStore:
             holder = lease_holder(row)
             transition = decide(holder, receipt, now, self._rng)
             updates.append(
-                transition_params(row.id, receipt.lease_token, transition, keep_token=True)
+                transition_params(
+                    row.id, receipt.lease_token, transition, keep_token=True, digest=digest
+                )
             )
             history.append(history_row(holder, now, transition.history_outcome, transition.error))
             done = transition_result(holder, transition)
-            settled[receipt.job_id] = done
+            settled[receipt.job_id] = (done, digest)
             outcomes.append(done)
         if updates:
             _APPLY_TRANSITION.executemany(conn, updates)
@@ -886,7 +947,8 @@ class SqlStore:
     def _load_queue(self, conn: Connection, name: str, now: Micros) -> Queue:
         row = (queues_sql.queue_rows(conn, [name])).get(name)
         if row is None:
-            raise NotFound(f"queue {name!r} not found: no job or UpdateQueue has named it yet")
+            # Every queue exists implicitly: one nobody named yet has the defaults and no jobs.
+            return Queue(config=QueueConfig(name=name), stats=EMPTY_QUEUE_STATS)
         return Queue(
             config=queues_sql.queue_config(row),
             stats=queues_sql.queue_stats(conn, row, now),
@@ -1151,15 +1213,16 @@ class SqlStore:
     async def get_job(self, job_id: str) -> Job:
         return await self._read(lambda conn: self._load_job(conn, job_id))
 
-    async def list_jobs(self, params: ListJobsParams) -> list[Job]:
-        query = sa.select(*_JOB_COLUMNS).order_by(jobs.c.id.desc()).limit(params.page_size)
+    async def list_jobs(self, params: ListJobsParams) -> JobPage:
+        columns = _JOB_COLUMNS if params.full else _BASIC_JOB_COLUMNS
+        query = sa.select(*columns).order_by(jobs.c.id.desc()).limit(params.page_size)
         if params.queue:
             query = query.where(jobs.c.queue == params.queue)
         if params.state is not None:
             query = query.where(jobs.c.state == params.state)
         if params.after_job_id:
             query = query.where(jobs.c.id < params.after_job_id)
-        return await self._read(lambda conn: [job_from_row(row, ()) for row in conn.execute(query)])
+        return await self._read(lambda conn: _job_page(conn, query, params))
 
     async def due_times(self) -> DueTimes:
         return await self._read(_due_times)
@@ -1186,6 +1249,33 @@ class SqlStore:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+# The basic view of a listed job leaves out its largest fields.
+_BASIC_JOB_COLUMNS = [
+    sa.null().label(c.name) if c.name in ("payload", "result", "checkpoint") else c
+    for c in _JOB_COLUMNS
+]
+
+
+def _job_page(conn: Connection, query: Any, params: ListJobsParams) -> JobPage:
+    """The page's jobs, read row by row until the next one would pass the reply limit (the
+    rows after it are never fetched)."""
+    page: list[Job] = []
+    total = 0
+    result = conn.execute(query)
+    try:
+        for row in result:
+            job = job_from_row(row, ())
+            if params.reply_limit is not None:
+                size = listed_job_size(job)
+                if page and total + size > params.reply_limit.budget:
+                    return JobPage(jobs=page, more=True)
+                total += size
+            page.append(job)
+    finally:
+        result.close()
+    return JobPage(jobs=page, more=len(page) == params.page_size)
 
 
 def _migrate(conn: Connection) -> None:

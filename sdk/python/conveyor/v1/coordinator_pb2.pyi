@@ -77,6 +77,30 @@ OUTCOME_RELEASE: Outcome.ValueType  # 3
 """Hands the job back at once without counting an attempt (a worker shutting down)."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """The default: JOB_VIEW_BASIC."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """Every field except payload, result and checkpoint (left empty); attempts are never listed."""
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every field, payload, result and checkpoint included."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of each Job a list returns (AIP-157)."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""The default: JOB_VIEW_BASIC."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""Every field except payload, result and checkpoint (left empty); attempts are never listed."""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every field, payload, result and checkpoint included."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 class _MisfirePolicy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -569,9 +593,19 @@ class LeaseRequest(_message.Message):
     MAX_JOBS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     TASK_TYPES_FIELD_NUMBER: _builtins.int
+    MAX_REPLY_BYTES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     max_jobs: _builtins.int
     """Default 1."""
+    max_reply_bytes: _builtins.int
+    """The largest reply this caller can receive, in bytes: the coordinator stops adding jobs
+    before the serialized LeaseResponse would pass it and leaves the rest AVAILABLE (not
+    leased), so a reply never exceeds what the client accepts. 0: the default, 4 MiB minus
+    64 KiB of headroom, which fits gRPC's default 4 MiB receive limit. Values above the
+    server's own max_message_bytes (GetServerInfo) are lowered to it. One job is always
+    handed out, even when it alone is larger than this, if it fits max_message_bytes: set
+    this to at least max_payload_bytes + max_checkpoint_bytes + 1 KiB (GetServerInfo).
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -593,10 +627,11 @@ class LeaseRequest(_message.Message):
         max_jobs: _builtins.int = ...,
         wait: _duration_pb2.Duration | None = ...,
         task_types: _abc.Iterable[Global___TaskTypeRef] | None = ...,
+        max_reply_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "queues", b"queues", "task_types", b"task_types", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "max_reply_bytes", b"max_reply_bytes", "queues", b"queues", "task_types", b"task_types", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -658,7 +693,9 @@ class HeartbeatRequest(_message.Message):
     checkpoint: _builtins.bytes
     @_builtins.property
     def extend_by(self) -> _duration_pb2.Duration:
-        """Unset extends by the job's lease_duration."""
+        """The lease then runs until at least now + extend_by (unset: the job's lease_duration).
+        A heartbeat never shortens a lease: when the lease already runs longer, it is kept.
+        """
 
     def __init__(
         self,
@@ -770,6 +807,12 @@ Global___HeartbeatBatchResponse: _TypeAlias = HeartbeatBatchResponse  # noqa: Y0
 
 @_typing.final
 class ReceiptRequest(_message.Message):
+    """A receipt repeated with the same lease_token after the job moved on (a retry after a lost
+    reply) is OK and changes nothing, when its outcome and result equal the first one's. One
+    with the same token but another outcome or result (say SUCCESS after a RELEASE) contradicts
+    the receipt already applied: FAILED_PRECONDITION, and nothing changes.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -925,13 +968,18 @@ class ListJobsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Empty means every queue."""
     state: Global___JobState.ValueType
     """JOB_STATE_UNSPECIFIED means any state."""
     page_size: _builtins.int
-    """Default 50, at most 1000."""
+    """Default 50, at most 1000. A page may hold fewer jobs, with a next_page_token, when the
+    full page would be larger than about 4 MiB (the default gRPC receive limit).
+    """
     page_token: _builtins.str
+    view: Global___JobView.ValueType
+    """Default JOB_VIEW_BASIC: without payload, result and checkpoint."""
     def __init__(
         self,
         *,
@@ -939,10 +987,11 @@ class ListJobsRequest(_message.Message):
         state: Global___JobState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1451,6 +1500,10 @@ Global___Queue: _TypeAlias = Queue  # noqa: Y015
 
 @_typing.final
 class GetQueueRequest(_message.Message):
+    """GetQueue on a valid name that no job or UpdateQueue has named yet returns the default
+    settings and zero statistics (every queue exists implicitly); nothing is stored.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -1671,3 +1724,88 @@ class ListTaskTypesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTaskTypesResponse: _TypeAlias = ListTaskTypesResponse  # noqa: Y015
+
+@_typing.final
+class GetServerInfoRequest(_message.Message):
+    """-- server information ------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoRequest: _TypeAlias = GetServerInfoRequest  # noqa: Y015
+
+@_typing.final
+class ServerInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    MAX_PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_RESULT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_CHECKPOINT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_JOBS_PER_LEASE_FIELD_NUMBER: _builtins.int
+    MAX_LEASE_WAIT_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    DEFAULT_MAX_REPLY_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    MAX_ERROR_MESSAGE_CHARS_FIELD_NUMBER: _builtins.int
+    MAX_PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_JOBS_PER_BATCH_FIELD_NUMBER: _builtins.int
+    server_version: _builtins.str
+    """The coordinator's version, e.g. "0.1.0"."""
+    max_payload_bytes: _builtins.int
+    """Largest JobSpec.payload accepted, in bytes."""
+    max_result_bytes: _builtins.int
+    """Largest ReceiptRequest.result accepted, in bytes."""
+    max_checkpoint_bytes: _builtins.int
+    """Largest HeartbeatRequest.checkpoint accepted, in bytes."""
+    max_jobs_per_lease: _builtins.int
+    """Largest LeaseRequest.max_jobs."""
+    max_message_bytes: _builtins.int
+    """The coordinator's own gRPC send and receive limit, in bytes: no request or reply is larger."""
+    default_max_reply_bytes: _builtins.int
+    """The LeaseRequest.max_reply_bytes used when a Lease leaves it 0."""
+    max_error_message_chars: _builtins.int
+    """Largest JobError.message kept, in characters (longer ones are cut)."""
+    max_page_size: _builtins.int
+    """Largest page_size of the list RPCs."""
+    max_jobs_per_batch: _builtins.int
+    """Most jobs in one EnqueueBatch."""
+    @_builtins.property
+    def max_lease_wait(self) -> _duration_pb2.Duration:
+        """Longest LeaseRequest.wait; put a client deadline a little beyond it on a long-poll."""
+
+    @_builtins.property
+    def max_lease_duration(self) -> _duration_pb2.Duration:
+        """Longest lease_duration and HeartbeatRequest.extend_by."""
+
+    def __init__(
+        self,
+        *,
+        server_version: _builtins.str = ...,
+        max_payload_bytes: _builtins.int = ...,
+        max_result_bytes: _builtins.int = ...,
+        max_checkpoint_bytes: _builtins.int = ...,
+        max_jobs_per_lease: _builtins.int = ...,
+        max_lease_wait: _duration_pb2.Duration | None = ...,
+        max_message_bytes: _builtins.int = ...,
+        default_max_reply_bytes: _builtins.int = ...,
+        max_lease_duration: _duration_pb2.Duration | None = ...,
+        max_error_message_chars: _builtins.int = ...,
+        max_page_size: _builtins.int = ...,
+        max_jobs_per_batch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_lease_duration", b"max_lease_duration", "max_lease_wait", b"max_lease_wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_reply_bytes", b"default_max_reply_bytes", "max_checkpoint_bytes", b"max_checkpoint_bytes", "max_error_message_chars", b"max_error_message_chars", "max_jobs_per_batch", b"max_jobs_per_batch", "max_jobs_per_lease", b"max_jobs_per_lease", "max_lease_duration", b"max_lease_duration", "max_lease_wait", b"max_lease_wait", "max_message_bytes", b"max_message_bytes", "max_page_size", b"max_page_size", "max_payload_bytes", b"max_payload_bytes", "max_result_bytes", b"max_result_bytes", "server_version", b"server_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerInfo: _TypeAlias = ServerInfo  # noqa: Y015

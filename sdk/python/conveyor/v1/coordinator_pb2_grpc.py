@@ -163,6 +163,11 @@ class CoordinatorServiceStub:
                 request_serializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/conveyor.v1.CoordinatorService/GetServerInfo',
+                request_serializer=conveyor_dot_v1_dot_coordinator__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_coordinator__pb2.ServerInfo.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -342,6 +347,15 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """GetServerInfo states this coordinator's limits (payload, result and checkpoint sizes,
+        jobs per lease, long-poll wait, message size) and its version, so that a worker can size
+        its work and its channel from the API instead of from the docs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -469,6 +483,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListTaskTypes,
                     request_deserializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=conveyor_dot_v1_dot_coordinator__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_coordinator__pb2.ServerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1149,6 +1168,33 @@ class CoordinatorService:
             '/conveyor.v1.CoordinatorService/ListTaskTypes',
             conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesRequest.SerializeToString,
             conveyor_dot_v1_dot_coordinator__pb2.ListTaskTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.CoordinatorService/GetServerInfo',
+            conveyor_dot_v1_dot_coordinator__pb2.GetServerInfoRequest.SerializeToString,
+            conveyor_dot_v1_dot_coordinator__pb2.ServerInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,11 @@ class CoordinatorServiceStub:
     """GetTaskType returns one registered version (the highest when version is empty)."""
     ListTaskTypes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListTaskTypesRequest, _coordinator_pb2.ListTaskTypesResponse]
     """ListTaskTypes pages through every registered version, by name then version."""
+    GetServerInfo: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetServerInfoRequest, _coordinator_pb2.ServerInfo]
+    """GetServerInfo states this coordinator's limits (payload, result and checkpoint sizes,
+    jobs per lease, long-poll wait, message size) and its version, so that a worker can size
+    its work and its channel from the API instead of from the docs.
+    """
 
 @_typing.type_check_only
 class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
@@ -140,6 +145,11 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """GetTaskType returns one registered version (the highest when version is empty)."""
     ListTaskTypes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListTaskTypesRequest, _coordinator_pb2.ListTaskTypesResponse]  # type: ignore[assignment]
     """ListTaskTypes pages through every registered version, by name then version."""
+    GetServerInfo: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetServerInfoRequest, _coordinator_pb2.ServerInfo]  # type: ignore[assignment]
+    """GetServerInfo states this coordinator's limits (payload, result and checkpoint sizes,
+    jobs per lease, long-poll wait, message size) and its version, so that a worker can size
+    its work and its channel from the API instead of from the docs.
+    """
 
 class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """CoordinatorService holds jobs, hands each one to one worker at a time, fences
@@ -343,5 +353,16 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ListTaskTypesResponse, _abc.Awaitable[_coordinator_pb2.ListTaskTypesResponse]]:
         """ListTaskTypes pages through every registered version, by name then version."""
+
+    @_abc_1.abstractmethod
+    def GetServerInfo(
+        self,
+        request: _coordinator_pb2.GetServerInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ServerInfo, _abc.Awaitable[_coordinator_pb2.ServerInfo]]:
+        """GetServerInfo states this coordinator's limits (payload, result and checkpoint sizes,
+        jobs per lease, long-poll wait, message size) and its version, so that a worker can size
+        its work and its channel from the API instead of from the docs.
+        """
 
 def add_CoordinatorServiceServicer_to_server(servicer: CoordinatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
