@@ -270,6 +270,8 @@ def mutants(draw: st.DrawFn, template: Message) -> Message:
 
 
 def _mutate(draw: st.DrawFn, message: Message, depth: int) -> None:
+    if not message.DESCRIPTOR.fields:
+        return  # an empty request (GetServerInfo) has nothing to replace
     field = draw(st.sampled_from(list(message.DESCRIPTOR.fields)))
     target = getattr(message, field.name)
     descend = (
@@ -407,7 +409,7 @@ def _templates() -> dict[str, Message]:
         "Receipt": receipt,
         "ReceiptBatch": pb.ReceiptBatchRequest(receipts=[receipt]),
         "GetJob": pb.GetJobRequest(job_id=available),
-        "ListJobs": pb.ListJobsRequest(queue="work", page_size=10),
+        "ListJobs": pb.ListJobsRequest(queue="work", page_size=10, view=pb.JOB_VIEW_FULL),
         "CancelJob": pb.CancelJobRequest(job_id=available),
         "RetryJob": pb.RetryJobRequest(job_id=available),
         "WaitJob": pb.WaitJobRequest(job_id=available),
@@ -431,6 +433,7 @@ def _templates() -> dict[str, Message]:
         ),
         "GetTaskType": pb.GetTaskTypeRequest(name="task", version="1.0.0"),
         "ListTaskTypes": pb.ListTaskTypesRequest(page_size=10),
+        "GetServerInfo": pb.GetServerInfoRequest(),
     }
 
 
