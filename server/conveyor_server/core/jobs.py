@@ -79,6 +79,8 @@ class JobService:
         self._scheduled_alarm = scheduled_alarm
         self._expiry_alarm = expiry_alarm
         self._stopping = asyncio.Event()
+        # Hand-backs under way: they finish even when their caller is cancelled again.
+        self._handing_back: set[asyncio.Task[None]] = set()
         # Queue -> when its bucket next holds a token, and when the last claim here found that.
         self._dry_until: dict[str, tuple[Micros, Micros]] = {}
 
@@ -222,7 +224,7 @@ class JobService:
         except asyncio.CancelledError:
             batch = await claim
             if batch.jobs:
-                await self._hand_back(batch.jobs)
+                await self.hand_back(batch.jobs)
             raise
         for queue in params.queues:
             if queue in batch.dry_until:
@@ -231,7 +233,22 @@ class JobService:
                 self._dry_until.pop(queue, None)
         return batch
 
-    async def _hand_back(self, jobs: Sequence[LeasedJob]) -> None:
+    async def hand_back(self, jobs: Sequence[LeasedJob]) -> None:
+        """Gives leased jobs back for a caller that will never see them (it cancelled, its
+        deadline passed, its connection broke): a RELEASE, so the jobs are AVAILABLE again at
+        once and keep their attempt. Runs to the end even if the caller is cancelled again
+        meanwhile; `drain` waits for it at shutdown."""
+        task = asyncio.ensure_future(self._release_unseen(jobs))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
+        await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Waits for every hand-back under way (before the store closes)."""
+        while self._handing_back:
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
+
+    async def _release_unseen(self, jobs: Sequence[LeasedJob]) -> None:
         releases = [
             ReceiptParams(
                 job_id=job.job_id,
