@@ -7,7 +7,9 @@ token, and the store refuses a heartbeat or receipt whose token is not the curre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -32,7 +34,13 @@ from conveyor_server.core.model import (
     TaskTypeRef,
     TransitionResult,
 )
-from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups, Subscription
+from conveyor_server.core.notify import (
+    Capability,
+    DueTimeAlarm,
+    JobFinished,
+    QueueWakeups,
+    Subscription,
+)
 from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.errors import ConveyorError
 from conveyor_server.store.base import Store
@@ -47,6 +55,9 @@ _TRANSITION_EVENTS = {
     JobState.CANCELLED: "job.cancelled",
 }
 
+
+# How often a WaitJob re-reads its job without having been told it finished (jittered).
+_WAIT_RECHECK_SECONDS = 30.0
 
 # How long a claim's finding that a queue is out of tokens is trusted.
 _DRY_KNOWLEDGE_TTL: Micros = 10 * MICROS_PER_SECOND
@@ -114,7 +125,7 @@ class JobService:
         return results
 
     def after_enqueue(self, results: Sequence[EnqueueResult]) -> None:
-        ready: set[str] = set()
+        available: Counter[tuple[str, str]] = Counter()
         for result in results:
             if result.deduplicated:
                 continue
@@ -126,10 +137,19 @@ class JobService:
                 state=result.state.name,
             )
             if result.state == JobState.AVAILABLE:
-                ready.add(result.queue)
+                available[(result.queue, result.task_type)] += 1
             elif result.state == JobState.SCHEDULED:
                 self._scheduled_alarm.due_at(result.run_at)
-        self._wakeups.notify(ready)
+        self._announce(available, freed=())
+
+    def _announce(self, available: Counter[tuple[str, str]], freed: Iterable[str]) -> None:
+        """Wakes one long-poll per job that became available (one that can take its type),
+        and one per queue where a lease ended (it may have freed a slot under the queue's
+        concurrency cap; if that one fills up, it passes the wake-up on)."""
+        for (queue, task_type), count in available.items():
+            self._wakeups.announce(queue, count, frozenset((task_type,)))
+        for queue in freed:
+            self._wakeups.announce(queue, 1, None)
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -145,25 +165,44 @@ class JobService:
         """Claims up to max_jobs; long-polls up to wait_seconds for work to become due."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        while True:
-            with self._wakeups.subscribe(queues) as subscription:
-                params = LeaseParams(
-                    worker_id=worker_id,
-                    queues=tuple(queues),
-                    max_jobs=max_jobs,
-                    now=self._clock.now(),
-                    task_types=task_types,
-                )
-                batch = self._known_dry(params) or await self._claim(params)
-                leased = batch.jobs
-                remaining = deadline - loop.time()
-                if leased or remaining <= 0 or self._stopping.is_set():
-                    break
-                if batch.retry_at is not None:
-                    # A rate limit held work back: look again when its bucket refills.
-                    until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
-                    remaining = min(remaining, max(until_tokens, 0.001))
-                await self._wait_for_work(subscription, frozenset(batch.dry_until), remaining)
+        capability = _capability(task_types)
+        # The subscription whose news woke this long-poll, until the claim that follows; and
+        # the one being claimed under, which news may reach meanwhile.
+        woken: Subscription | None = None
+        current: Subscription | None = None
+        try:
+            while True:
+                with self._wakeups.subscribe(queues, capability) as current:
+                    params = LeaseParams(
+                        worker_id=worker_id,
+                        queues=tuple(queues),
+                        max_jobs=max_jobs,
+                        now=self._clock.now(),
+                        task_types=task_types,
+                    )
+                    batch = self._known_dry(params) or await self._claim(params)
+                    leased = batch.jobs
+                    if woken is not None:
+                        self._wakeups.pass_on(woken, len(leased), max_jobs)
+                        woken = None
+                    remaining = deadline - loop.time()
+                    if leased or remaining <= 0 or self._stopping.is_set():
+                        break
+                    if batch.retry_at is not None:
+                        # A rate limit held work back: look again when its bucket refills.
+                        until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
+                        remaining = min(remaining, max(until_tokens, 0.001))
+                    await self._wait_for_work(current, frozenset(batch.dry_until), remaining)
+                    woken = current if current.news else None
+        except asyncio.CancelledError:
+            # A wake-up this long-poll will not use goes to another sleeper.
+            for unused in (woken, current):
+                if unused is not None:
+                    self._wakeups.forward(unused)
+            raise
+        if current is not None:
+            # News that reached this call while it claimed what it returns: another may use it.
+            self._wakeups.forward(current)
         for job in leased:
             log.info(
                 "job.leased",
@@ -192,6 +231,7 @@ class JobService:
             # write transaction per receipt.
             subscription.event.clear()
             subscription.fired.clear()
+            subscription.news.clear()
 
     def _known_dry(self, params: LeaseParams) -> LeaseBatch | None:
         """An empty batch, without asking the store, when an earlier claim here left every
@@ -276,10 +316,12 @@ class JobService:
         return outcomes
 
     def after_transitions(
-        self, results: Sequence[TransitionResult], event: str | None = None
+        self, results: Sequence[TransitionResult], event: str | None = None, *, leased: bool = True
     ) -> None:
-        """Logs each transition and wakes whoever waits on its consequence."""
-        ready: set[str] = set()
+        """Logs each transition and wakes whoever waits on its consequence. `leased`: the jobs
+        were leased before (a receipt, an expiry), so their queues may have a free slot."""
+        available: Counter[tuple[str, str]] = Counter()
+        freed: set[str] = set()
         done: list[str] = []
         for result in results:
             if result.replayed:
@@ -292,17 +334,19 @@ class JobService:
                 attempt=result.attempt,
                 worker_id=result.worker_id,
             )
-            # Any transition may free a slot under the queue's concurrency cap.
-            ready.add(result.queue)
-            if result.state == JobState.SCHEDULED and result.run_at is not None:
+            if leased:
+                freed.add(result.queue)
+            if result.state == JobState.AVAILABLE:
+                available[(result.queue, result.task_type)] += 1
+            elif result.state == JobState.SCHEDULED and result.run_at is not None:
                 self._scheduled_alarm.due_at(result.run_at)
             elif result.state.is_terminal:
                 done.append(result.job_id)
-        self._wakeups.notify(ready)
+        self._announce(available, freed)
         self._finished.notify(done)
 
     def after_promotion(self, promoted: Sequence[TransitionResult]) -> None:
-        self.after_transitions(promoted, event="job.due")
+        self.after_transitions(promoted, event="job.due", leased=False)
 
     # -- admin -------------------------------------------------------------------------------
 
@@ -345,7 +389,10 @@ class JobService:
             attempt=job.attempt,
             worker_id="",
         )
-        self._wakeups.notify([job.queue])
+        if job.state == JobState.AVAILABLE:
+            self._announce(Counter({(job.queue, job.task_type): 1}), freed=())
+        elif job.state == JobState.SCHEDULED and job.run_at is not None:
+            self._scheduled_alarm.due_at(job.run_at)
         return job
 
     async def wait(self, job_id: str, timeout_seconds: float) -> Job:
@@ -358,9 +405,18 @@ class JobService:
                 remaining = deadline - loop.time()
                 if job.state.is_terminal or remaining <= 0 or self._stopping.is_set():
                     return job
-                # The re-check every second covers transitions made by another process.
-                await _first_of(subscription.event, self._stopping, min(remaining, 1.0))
+                # With one coordinator per database, JobFinished hears of every transition
+                # to a terminal state; the rare re-read is only a safety net (500 waiters
+                # re-reading every second used half a core).
+                recheck = _WAIT_RECHECK_SECONDS * random.uniform(0.8, 1.2)
+                await _first_of(subscription.event, self._stopping, min(remaining, recheck))
                 subscription.event.clear()
+
+
+def _capability(task_types: tuple[TaskTypeRef, ...]) -> Capability:
+    if not task_types:
+        return None
+    return frozenset((ref.name, str(ref.version or "")) for ref in task_types)
 
 
 def new_job(spec: JobSpecInput, now: Micros) -> NewJob:
