@@ -142,3 +142,22 @@ async def test_a_woken_long_poll_that_cannot_take_the_job_passes_its_wake_up_on(
 
     assert [j.job_id for j in reply.jobs] == [job.job_id]
     assert not old.done()
+
+
+async def test_wait_job_reads_its_job_at_start_and_end_not_every_second(
+    coordinator: Coordinator, stub: rpc.CoordinatorServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await stub.Enqueue(pb.EnqueueRequest(job=pb.JobSpec(queue=QUEUE, task_type="t")))
+    reads = 0
+    real = coordinator._store.get_job
+
+    async def get_job(job_id: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real(job_id)
+
+    monkeypatch.setattr(coordinator._store, "get_job", get_job)
+    waited = await stub.WaitJob(pb.WaitJobRequest(job_id=job.job_id, timeout=seconds(2.5)))
+
+    assert waited.state == pb.JOB_STATE_AVAILABLE
+    assert reads == 2  # JobFinished says when it ends; it did not, so: first look, last look
