@@ -21,6 +21,13 @@ async def test_news_wakes_as_many_sleepers_as_it_has_work_oldest_first() -> None
     assert _woken(sleepers) == [0, 1, 2]
 
 
+async def test_news_wakes_sleepers_until_the_jobs_they_ask_for_cover_it() -> None:
+    hub = QueueWakeups()
+    sleepers = [hub.subscribe([Q], wants=50) for _ in range(10)]
+    assert hub.announce(Q, 120, frozenset({"t"})) == 3
+    assert _woken(sleepers) == [0, 1, 2]
+
+
 async def test_news_wakes_only_sleepers_that_run_its_task_type() -> None:
     hub = QueueWakeups()
     sleepers = [hub.subscribe([Q], frozenset({("mail", "")})), hub.subscribe([Q], OLD)]

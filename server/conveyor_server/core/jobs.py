@@ -172,7 +172,7 @@ class JobService:
         current: Subscription | None = None
         try:
             while True:
-                with self._wakeups.subscribe(queues, capability) as current:
+                with self._wakeups.subscribe(queues, capability, max_jobs) as current:
                     params = LeaseParams(
                         worker_id=worker_id,
                         queues=tuple(queues),

@@ -38,11 +38,12 @@ class News:
 
 class Subscription:
     def __init__(
-        self, hub: _Hub, keys: tuple[str, ...], capability: Capability, order: int
+        self, hub: _Hub, keys: tuple[str, ...], capability: Capability, order: int, wants: int
     ) -> None:
         self._hub = hub
         self._keys = keys
         self.capability = capability
+        self.wants = wants  # how many jobs the long-poll asks for (its max_jobs)
         self.names: frozenset[str] | None = (
             None if capability is None else frozenset(name for name, _ in capability)
         )
@@ -91,9 +92,11 @@ class _Hub:
         self._waiters: defaultdict[str, dict[Subscription, None]] = defaultdict(dict)
         self._order = itertools.count()
 
-    def subscribe(self, keys: Iterable[str], capability: Capability = None) -> Subscription:
+    def subscribe(
+        self, keys: Iterable[str], capability: Capability = None, wants: int = 1
+    ) -> Subscription:
         key_tuple = tuple(keys)
-        subscription = Subscription(self, key_tuple, capability, next(self._order))
+        subscription = Subscription(self, key_tuple, capability, next(self._order), max(wants, 1))
         for key in key_tuple:
             self._waiters[key][subscription] = None
         return subscription
@@ -121,16 +124,17 @@ class QueueWakeups(_Hub):
 
     def announce(self, queue: str, count: int, types: frozenset[str] | None) -> int:
         """`count` units of work in `queue` (jobs of these task types became available, or
-        slots freed): wakes that many sleeping long-polls that could take them, longest
-        waiting first. Returns how many it woke."""
+        slots freed): wakes sleeping long-polls that could take them, longest waiting first,
+        until the jobs they ask for add up to `count`. Returns how many it woke."""
         news = News(types=types, round=next(self._order))
         woken = 0
         for subscription in self._waiters.get(queue, ()):
-            if woken >= count:
+            if count <= 0:
                 break
             if not subscription.event.is_set() and subscription.can_take(types):
                 subscription.wake(queue, news)
                 woken += 1
+                count -= subscription.wants
         return woken
 
     def pass_on(self, woken: Subscription, leased: int, max_jobs: int) -> None:
