@@ -1,5 +1,5 @@
-"""Conveyor benchmark: enqueue throughput, end-to-end throughput, start latency, and the
-accuracy and cost of throttling.
+"""Conveyor benchmark: enqueue throughput, end-to-end throughput, start latency, the
+accuracy and cost of throttling, and what idle long-polls cost an enqueue.
 
     python bench/bench.py                 # everything, median of 3 runs
     python bench/bench.py --runs 5 --only e2e
@@ -9,6 +9,9 @@ e2e-throttled is e2e with a queue rate limit and 100 per-key buckets, all set to
 hold anything back: what checking the buckets costs. throttle runs jobs through a bucket of
 rate 100/s, burst 20, in real time, and reports the most jobs started in any one-second window
 (the limit allows 120) and the sustained rate after the burst (should be 100/s).
+idle-polls times single Enqueue calls (one at a time) into a queue with no long-poll waiting
+on it, then with 1,000 idle long-polls waiting on it (each job is leased by one of them,
+which acknowledges it and long-polls again): the second p50 should stay within 2x the first.
 
 Each run starts a fresh coordinator (`conveyor serve`, SQLite, synchronous=FULL unless
 --synchronous says otherwise) in its own process, on a fresh database file. Producers run in
@@ -35,6 +38,7 @@ from typing import Any
 import grpc
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -251,6 +255,62 @@ async def throttle_accuracy(address: str, seconds: int = 10) -> dict[str, float]
     return {"max_per_1s_window": most_in_a_second, "sustained_per_s": sustained}
 
 
+async def _timed_enqueues(stub: rpc.CoordinatorServiceStub, samples: int) -> list[float]:
+    latencies = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        await stub.Enqueue(pb.EnqueueRequest(job=_spec()))
+        latencies.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.01)  # the long-poll that took the job acknowledges it and waits again
+    return latencies
+
+
+async def _idle_long_poll(
+    stub: rpc.CoordinatorServiceStub, worker: str, stop: asyncio.Event
+) -> None:
+    """Long-polls the bench queue until `stop`; acknowledges whatever it gets."""
+    wait = Duration(seconds=30)
+    while not stop.is_set():
+        reply = await stub.Lease(
+            pb.LeaseRequest(worker_id=worker, queues=[QUEUE], max_jobs=1, wait=wait)
+        )
+        for job in reply.jobs:
+            await stub.Receipt(
+                pb.ReceiptRequest(
+                    job_id=job.job_id, lease_token=job.lease_token, outcome=pb.OUTCOME_SUCCESS
+                )
+            )
+
+
+async def idle_long_polls(address: str, polls: int = 1_000, samples: int = 200) -> dict[str, float]:
+    """Enqueue latency into a queue without, then with, `polls` idle long-polls on it."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        alone = await _timed_enqueues(stub, samples)
+        # Ten connections of 100 long-polls each, as many workers would hold them.
+        channels = [grpc.aio.insecure_channel(address) for _ in range(10)]
+        stop = asyncio.Event()
+        pollers = [
+            asyncio.ensure_future(
+                _idle_long_poll(rpc.CoordinatorServiceStub(channels[i % 10]), f"idle-{i}", stop)
+            )
+            for i in range(polls)
+        ]
+        await asyncio.sleep(3.0)  # every long-poll has made its first (empty) claim
+        crowded = await _timed_enqueues(stub, samples)
+        stop.set()
+        for poller in pollers:
+            poller.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        for ch in channels:
+            await ch.close()
+    return {
+        "p50_ms_0_polls": statistics.median(alone),
+        f"p50_ms_{polls}_polls": statistics.median(crowded),
+        "ratio": statistics.median(crowded) / statistics.median(alone),
+    }
+
+
 Scenario = Callable[[str], Coroutine[Any, Any, dict[str, float]]]
 
 
@@ -273,7 +333,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["single", "batch", "e2e", "latency", "e2e-throttled", "throttle"],
+        choices=["single", "batch", "e2e", "latency", "e2e-throttled", "throttle", "idle-polls"],
         action="append",
     )
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
@@ -288,6 +348,7 @@ def main() -> None:
         "latency": lambda address: start_latency(address, 300),
         "e2e-throttled": lambda address: end_to_end(address, args.jobs, throttled=True),
         "throttle": throttle_accuracy,
+        "idle-polls": idle_long_polls,
     }
     chosen = args.only or list(scenarios)
     print(

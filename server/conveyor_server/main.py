@@ -141,6 +141,7 @@ class Coordinator:
         await self._health.enter_graceful_shutdown()
         self.jobs.stop_waiting()
         await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        await self.jobs.drain()
         for service in (self.reaper, self.waker, self.cron, self.pruner):
             await service.stop()
         await self._store.close()

@@ -90,15 +90,38 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.LeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LeaseResponse:
         params = validation.lease(request)
+        wait = params.wait_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # A long-poll ends empty half a second before the caller's deadline: a reply with
+            # jobs that reached the caller after it would lease them to nobody.
+            wait = min(wait, max(remaining - 0.5, 0.0))
         leased = await self._jobs.lease(
             params.worker_id,
             params.queues,
             params.max_jobs,
-            params.wait_seconds,
+            wait,
             task_types=params.task_types,
             reply_limit=validation.reply_limit(request.max_reply_bytes, self._limits),
         )
-        return pb.LeaseResponse(jobs=[convert.leased_job(job) for job in leased])
+        if not leased:
+            return pb.LeaseResponse()
+        # The claim has committed; if the caller has gone meanwhile (cancel, deadline, broken
+        # connection), the reply would lease the jobs to nobody and cost them an attempt.
+        # grpc.aio tells a unary handler of a cancel only while it runs (as CancelledError),
+        # never after it returns (a done callback sees cancelled() == False), so ask the
+        # transport before replying: sending the headers fails, or lets the cancel in, when
+        # the call has ended. A cancel still in flight after this point is not seen.
+        try:
+            reply = pb.LeaseResponse(jobs=[convert.leased_job(job) for job in leased])
+            await context.send_initial_metadata(())
+        except grpc.aio.BaseError:
+            await self._jobs.hand_back(leased)
+            raise asyncio.CancelledError from None
+        except BaseException:
+            await self._jobs.hand_back(leased)
+            raise
+        return reply
 
     @_reports_errors
     async def Heartbeat(

@@ -7,7 +7,9 @@ token, and the store refuses a heartbeat or receipt whose token is not the curre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -34,7 +36,13 @@ from conveyor_server.core.model import (
     TaskTypeRef,
     TransitionResult,
 )
-from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups, Subscription
+from conveyor_server.core.notify import (
+    Capability,
+    DueTimeAlarm,
+    JobFinished,
+    QueueWakeups,
+    Subscription,
+)
 from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.errors import ConveyorError
 from conveyor_server.store.base import Store
@@ -49,6 +57,9 @@ _TRANSITION_EVENTS = {
     JobState.CANCELLED: "job.cancelled",
 }
 
+
+# How often a WaitJob re-reads its job without having been told it finished (jittered).
+_WAIT_RECHECK_SECONDS = 30.0
 
 # How long a claim's finding that a queue is out of tokens is trusted.
 _DRY_KNOWLEDGE_TTL: Micros = 10 * MICROS_PER_SECOND
@@ -81,6 +92,8 @@ class JobService:
         self._scheduled_alarm = scheduled_alarm
         self._expiry_alarm = expiry_alarm
         self._stopping = asyncio.Event()
+        # Hand-backs under way: they finish even when their caller is cancelled again.
+        self._handing_back: set[asyncio.Task[None]] = set()
         # Queue -> when its bucket next holds a token, and when the last claim here found that.
         self._dry_until: dict[str, tuple[Micros, Micros]] = {}
 
@@ -114,7 +127,7 @@ class JobService:
         return results
 
     def after_enqueue(self, results: Sequence[EnqueueResult]) -> None:
-        ready: set[str] = set()
+        available: Counter[tuple[str, str]] = Counter()
         for result in results:
             if result.deduplicated:
                 continue
@@ -126,10 +139,19 @@ class JobService:
                 state=result.state.name,
             )
             if result.state == JobState.AVAILABLE:
-                ready.add(result.queue)
+                available[(result.queue, result.task_type)] += 1
             elif result.state == JobState.SCHEDULED:
                 self._scheduled_alarm.due_at(result.run_at)
-        self._wakeups.notify(ready)
+        self._announce(available, freed=())
+
+    def _announce(self, available: Counter[tuple[str, str]], freed: Iterable[str]) -> None:
+        """Wakes one long-poll per job that became available (one that can take its type),
+        and one per queue where a lease ended (it may have freed a slot under the queue's
+        concurrency cap; if that one fills up, it passes the wake-up on)."""
+        for (queue, task_type), count in available.items():
+            self._wakeups.announce(queue, count, frozenset((task_type,)))
+        for queue in freed:
+            self._wakeups.announce(queue, 1, None)
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -146,29 +168,49 @@ class JobService:
         """Claims up to max_jobs; long-polls up to wait_seconds for work to become due."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        while True:
-            with self._wakeups.subscribe(queues) as subscription:
-                params = LeaseParams(
-                    worker_id=worker_id,
-                    queues=tuple(queues),
-                    max_jobs=max_jobs,
-                    now=self._clock.now(),
-                    task_types=task_types,
-                    reply_limit=reply_limit,
-                )
-                batch = self._known_dry(params) or await self._claim(params)
-                if batch.left_behind and batch.jobs:
-                    # Due jobs this reply had no room for: another long-poll may take them.
-                    self._wakeups.notify(queues)
-                leased = batch.jobs
-                remaining = deadline - loop.time()
-                if leased or remaining <= 0 or self._stopping.is_set():
-                    break
-                if batch.retry_at is not None:
-                    # A rate limit held work back: look again when its bucket refills.
-                    until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
-                    remaining = min(remaining, max(until_tokens, 0.001))
-                await self._wait_for_work(subscription, frozenset(batch.dry_until), remaining)
+        capability = _capability(task_types)
+        # The subscription whose news woke this long-poll, until the claim that follows; and
+        # the one being claimed under, which news may reach meanwhile.
+        woken: Subscription | None = None
+        current: Subscription | None = None
+        try:
+            while True:
+                with self._wakeups.subscribe(queues, capability, max_jobs) as current:
+                    params = LeaseParams(
+                        worker_id=worker_id,
+                        queues=tuple(queues),
+                        max_jobs=max_jobs,
+                        now=self._clock.now(),
+                        task_types=task_types,
+                        reply_limit=reply_limit,
+                    )
+                    batch = self._known_dry(params) or await self._claim(params)
+                    if batch.left_behind and batch.jobs:
+                        # Due jobs this reply had no room for: another long-poll may take them.
+                        for queue in queues:
+                            self._wakeups.announce(queue, 1, None)
+                    leased = batch.jobs
+                    if woken is not None:
+                        self._wakeups.pass_on(woken, len(leased), max_jobs)
+                        woken = None
+                    remaining = deadline - loop.time()
+                    if leased or remaining <= 0 or self._stopping.is_set():
+                        break
+                    if batch.retry_at is not None:
+                        # A rate limit held work back: look again when its bucket refills.
+                        until_tokens = (batch.retry_at - params.now) / MICROS_PER_SECOND
+                        remaining = min(remaining, max(until_tokens, 0.001))
+                    await self._wait_for_work(current, frozenset(batch.dry_until), remaining)
+                    woken = current if current.news else None
+        except asyncio.CancelledError:
+            # A wake-up this long-poll will not use goes to another sleeper.
+            for unused in (woken, current):
+                if unused is not None:
+                    self._wakeups.forward(unused)
+            raise
+        if current is not None:
+            # News that reached this call while it claimed what it returns: another may use it.
+            self._wakeups.forward(current)
         for job in leased:
             log.info(
                 "job.leased",
@@ -197,6 +239,7 @@ class JobService:
             # write transaction per receipt.
             subscription.event.clear()
             subscription.fired.clear()
+            subscription.news.clear()
 
     def _known_dry(self, params: LeaseParams) -> LeaseBatch | None:
         """An empty batch, without asking the store, when an earlier claim here left every
@@ -229,7 +272,7 @@ class JobService:
         except asyncio.CancelledError:
             batch = await claim
             if batch.jobs:
-                await self._hand_back(batch.jobs)
+                await self.hand_back(batch.jobs)
             raise
         for queue in params.queues:
             if queue in batch.dry_until:
@@ -238,7 +281,22 @@ class JobService:
                 self._dry_until.pop(queue, None)
         return batch
 
-    async def _hand_back(self, jobs: Sequence[LeasedJob]) -> None:
+    async def hand_back(self, jobs: Sequence[LeasedJob]) -> None:
+        """Gives leased jobs back for a caller that will never see them (it cancelled, its
+        deadline passed, its connection broke): a RELEASE, so the jobs are AVAILABLE again at
+        once and keep their attempt. Runs to the end even if the caller is cancelled again
+        meanwhile; `drain` waits for it at shutdown."""
+        task = asyncio.ensure_future(self._release_unseen(jobs))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
+        await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Waits for every hand-back under way (before the store closes)."""
+        while self._handing_back:
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
+
+    async def _release_unseen(self, jobs: Sequence[LeasedJob]) -> None:
         releases = [
             ReceiptParams(
                 job_id=job.job_id,
@@ -266,10 +324,12 @@ class JobService:
         return outcomes
 
     def after_transitions(
-        self, results: Sequence[TransitionResult], event: str | None = None
+        self, results: Sequence[TransitionResult], event: str | None = None, *, leased: bool = True
     ) -> None:
-        """Logs each transition and wakes whoever waits on its consequence."""
-        ready: set[str] = set()
+        """Logs each transition and wakes whoever waits on its consequence. `leased`: the jobs
+        were leased before (a receipt, an expiry), so their queues may have a free slot."""
+        available: Counter[tuple[str, str]] = Counter()
+        freed: set[str] = set()
         done: list[str] = []
         for result in results:
             if result.replayed:
@@ -282,17 +342,19 @@ class JobService:
                 attempt=result.attempt,
                 worker_id=result.worker_id,
             )
-            # Any transition may free a slot under the queue's concurrency cap.
-            ready.add(result.queue)
-            if result.state == JobState.SCHEDULED and result.run_at is not None:
+            if leased:
+                freed.add(result.queue)
+            if result.state == JobState.AVAILABLE:
+                available[(result.queue, result.task_type)] += 1
+            elif result.state == JobState.SCHEDULED and result.run_at is not None:
                 self._scheduled_alarm.due_at(result.run_at)
             elif result.state.is_terminal:
                 done.append(result.job_id)
-        self._wakeups.notify(ready)
+        self._announce(available, freed)
         self._finished.notify(done)
 
     def after_promotion(self, promoted: Sequence[TransitionResult]) -> None:
-        self.after_transitions(promoted, event="job.due")
+        self.after_transitions(promoted, event="job.due", leased=False)
 
     # -- admin -------------------------------------------------------------------------------
 
@@ -335,7 +397,10 @@ class JobService:
             attempt=job.attempt,
             worker_id="",
         )
-        self._wakeups.notify([job.queue])
+        if job.state == JobState.AVAILABLE:
+            self._announce(Counter({(job.queue, job.task_type): 1}), freed=())
+        elif job.state == JobState.SCHEDULED and job.run_at is not None:
+            self._scheduled_alarm.due_at(job.run_at)
         return job
 
     async def wait(self, job_id: str, timeout_seconds: float) -> Job:
@@ -348,9 +413,18 @@ class JobService:
                 remaining = deadline - loop.time()
                 if job.state.is_terminal or remaining <= 0 or self._stopping.is_set():
                     return job
-                # The re-check every second covers transitions made by another process.
-                await _first_of(subscription.event, self._stopping, min(remaining, 1.0))
+                # With one coordinator per database, JobFinished hears of every transition
+                # to a terminal state; the rare re-read is only a safety net (500 waiters
+                # re-reading every second used half a core).
+                recheck = _WAIT_RECHECK_SECONDS * random.uniform(0.8, 1.2)
+                await _first_of(subscription.event, self._stopping, min(remaining, recheck))
                 subscription.event.clear()
+
+
+def _capability(task_types: tuple[TaskTypeRef, ...]) -> Capability:
+    if not task_types:
+        return None
+    return frozenset((ref.name, str(ref.version or "")) for ref in task_types)
 
 
 def new_job(spec: JobSpecInput, now: Micros) -> NewJob:
