@@ -254,56 +254,80 @@ def is_postgres(url: str) -> bool:
 
 
 @dataclass
+class Running:
+    """A started process; a reader keeps its output (stdout and stderr, merged) in `lines`,
+    so a chatty process never blocks on a full pipe and a failing test can show its log."""
+
+    process: asyncio.subprocess.Process
+    lines: list[bytes] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # the coordinator's ready line
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # end of output
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            self.lines.append(line)
+            if _READY_LINE in line:
+                self.ready.set()
+        self.ended.set()
+
+    def log(self) -> str:
+        return b"".join(self.lines)[-4000:].decode(errors="replace")
+
+
+@dataclass
 class Processes:
     """Processes started by a test; whatever still runs at the end is killed."""
 
-    started: list[asyncio.subprocess.Process] = field(default_factory=list)
+    started: list[Running] = field(default_factory=list)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
-    ) -> asyncio.subprocess.Process:
+    ) -> Running:
         process = await asyncio.create_subprocess_exec(
             *argv,
             env=dict(env),
             cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
-        self.started.append(process)
-        return process
+        running = Running(process)
+        self.started.append(running)
+        self._readers.append(asyncio.create_task(running.read()))
+        return running
 
-    async def start_coordinator(
-        self, argv: Sequence[str], env: Mapping[str, str]
-    ) -> tuple[asyncio.subprocess.Process, list[bytes]]:
-        """Starts it and returns once it says it listens, with the stderr lines read so far."""
-        process = await self.start(argv, env)
-        assert process.stderr is not None
-        lines: list[bytes] = []
-        async with asyncio.timeout(_READY_TIMEOUT):
-            while True:
-                line = await process.stderr.readline()
-                if not line:
-                    await process.wait()
-                    shown = b"".join(lines)[-2000:].decode(errors="replace")
-                    raise AssertionError(f"exited with {process.returncode}:\n{shown}")
-                lines.append(line)
-                if _READY_LINE in line:
-                    return process, lines
+    async def start_coordinator(self, argv: Sequence[str], env: Mapping[str, str]) -> Running:
+        """Starts it and returns once it says it listens (fails if it exits first)."""
+        running = await self.start(argv, env)
+        ready = asyncio.create_task(running.ready.wait())
+        ended = asyncio.create_task(running.ended.wait())
+        await asyncio.wait(
+            {ready, ended}, timeout=_READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        ended.cancel()
+        assert running.ready.is_set(), f"not serving; its output:\n{running.log()}"
+        return running
 
-    async def stop(self, process: asyncio.subprocess.Process) -> int:
+    async def stop(self, running: Running) -> int:
         """SIGTERM (what `docker stop` sends) and the exit code."""
-        process.send_signal(signal.SIGTERM)
+        running.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(_EXIT_TIMEOUT):
-            await process.communicate()
-        assert process.returncode is not None
-        return process.returncode
+            code = await running.process.wait()
+            await running.ended.wait()
+        return code
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r.process.pid}:\n{r.log()}" for r in self.started)
 
     async def close(self) -> None:
-        for process in self.started:
-            if process.returncode is None:
-                process.kill()
-            await process.communicate()
+        for running in self.started:
+            if running.process.returncode is None:
+                running.process.kill()
+            await running.process.wait()
+        await asyncio.gather(*self._readers)
 
 
 async def run(
