@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import docker_support as ds
 import pytest
+from conveyor.worker import WorkerConfig
+from conveyor_server.cli import build_parser
 
 COMPOSE = ds.load_compose()
 SERVICES = COMPOSE["services"]
@@ -106,6 +108,21 @@ def test_compose_second_coordinator_can_be_scaled() -> None:
     assert service["ports"] == ["127.0.0.1::7345"]
 
 
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    return float(duration[:-1])
+
+
+@pytest.mark.parametrize("name", COORDINATORS)
+def test_compose_stop_outlasts_the_coordinators_shutdown_grace(name: str) -> None:
+    serve_defaults = build_parser().parse_args(["serve"])
+    assert _seconds(SERVICES[name]["stop_grace_period"]) > serve_defaults.shutdown_grace
+
+
+def test_compose_stop_outlasts_the_workers_shutdown_grace() -> None:
+    assert _seconds(SERVICES["worker"]["stop_grace_period"]) > WorkerConfig().shutdown_grace
+
+
 def test_compose_worker_mounts_the_demo_worker_it_runs() -> None:
     worker = SERVICES["worker"]
     source, target, mode = worker["volumes"][0].split(":")
@@ -131,3 +148,11 @@ def test_docker_compose_config_accepts_the_file() -> None:
         check=True,
         capture_output=True,
     )
+
+
+def test_docker_readme_documents_compose_up_every_service_and_scaling() -> None:
+    readme = (ds.DOCKER_DIR / "README.md").read_text()
+    assert "docker compose -f docker/compose.yaml up" in readme
+    assert "--scale coordinator-b=" in readme
+    for name in SERVICES:
+        assert f"**`{name}`**" in readme, name
