@@ -63,7 +63,8 @@ def test_dockerfile_commands_are_exec_form_so_signals_reach_the_coordinator() ->
     # The shell only reads the environment, then `exec` makes the coordinator PID 1.
     assert entrypoint[:2] == ["/bin/sh", "-c"]
     assert entrypoint[2].startswith("exec conveyor serve ")
-    assert '"$CONVEYOR_LISTEN"' in entrypoint[2] and '"$CONVEYOR_DB"' in entrypoint[2]
+    assert '--listen "${CONVEYOR_LISTEN:?' in entrypoint[2]
+    assert '--db "${CONVEYOR_DB:?' in entrypoint[2]
     assert entrypoint[2].endswith('"$@"')
 
 

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import docker_support as ds
+import pytest
 from docker_support import Image, Processes, free_port, is_postgres, run
 
 COMPOSE = ds.load_compose()
@@ -54,6 +55,14 @@ async def test_entrypoint_passes_arguments_after_the_image_name_to_serve(
     code, _, err = await run(argv, env)
     assert code == 2
     assert "--log-level" in err and "nonsense" in err
+
+
+@pytest.mark.parametrize("variable", ["CONVEYOR_DB", "CONVEYOR_LISTEN"])
+async def test_entrypoint_refuses_an_empty_setting_naming_it(image: Image, variable: str) -> None:
+    env = image.environ({variable: ""})
+    code, _, err = await run([*image.entrypoint, *image.cmd], env)
+    assert code != 0
+    assert variable in err and "Traceback" not in err
 
 
 async def test_entrypoint_defaults_listen_on_all_interfaces_with_the_database_in_the_volume(
