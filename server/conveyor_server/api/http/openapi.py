@@ -111,7 +111,9 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
     schemas = _Schemas()
     paths: dict[str, Any] = {}
     for route in ROUTES:
-        paths.setdefault(route.template, {})[route.verb.lower()] = _operation(route, schemas)
+        paths.setdefault(route.openapi_template, {})[route.verb.lower()] = _operation(
+            route, schemas
+        )
     schemas.components["google.rpc.Status"] = STATUS_SCHEMA
     return {
         "openapi": "3.0.3",
@@ -149,7 +151,12 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
 
 
 def _path_parameter(route: Route, name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "name": name.rsplit(".", 1)[-1],
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
 
 
 def _query_parameters(route: Route, schemas: _Schemas, bound: set[str]) -> list[dict[str, Any]]:

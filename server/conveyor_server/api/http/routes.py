@@ -55,6 +55,12 @@ class Route:
         """The request fields the path binds, dotted for nested fields."""
         return _VARIABLE.findall(self.template)
 
+    @property
+    def openapi_template(self) -> str:
+        """The template with each variable named by its last part (`{queue.name}` is
+        `{name}`): OpenAPI tools take a dotted parameter for a path of its own."""
+        return _VARIABLE.sub(lambda m: "{" + m.group(1).rsplit(".", 1)[-1] + "}", self.template)
+
     def match(self, raw_path: str) -> dict[str, str] | None:
         found = self.pattern.fullmatch(raw_path)
         if found is None:
