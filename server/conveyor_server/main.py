@@ -167,7 +167,7 @@ class Coordinator:
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         stopping = [self._server.stop(grace)]
         if self._http is not None:
-            stopping.append(self._http.stop())
+            stopping.append(self._http.stop(grace))
         await asyncio.gather(*stopping)
         for service in (self.reaper, self.waker, self.cron, self.pruner):
             await service.stop()

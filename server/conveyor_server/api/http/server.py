@@ -46,9 +46,12 @@ class HttpServer:
         self.address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self._main = asyncio.create_task(self._server.main_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float) -> None:
+        """Stops listening, lets requests in flight finish for up to grace_seconds (at least
+        one: uvicorn counts whole seconds), then cancels them. Safe to call twice."""
         if self._main is None:
             return
+        self._config.timeout_graceful_shutdown = max(1, round(grace_seconds))
         self._server.should_exit = True
         await self._main
         self._main = None
