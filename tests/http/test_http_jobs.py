@@ -179,3 +179,26 @@ async def test_wait_with_a_job_id_in_the_body_unlike_the_path_is_refused(
 
     assert reply.status_code == 400
     assert "job_id is set twice" in reply.json()["message"]
+
+
+async def test_enqueue_repeated_with_an_idempotency_key_is_deduplicated(
+    http: httpx.AsyncClient,
+) -> None:
+    job = {"queue": "mail", "task_type": "send", "idempotency_key": "k1", "payload_json": 1}
+
+    first = (await http.post("/v1/jobs", json=job)).json()
+    second = (await http.post("/v1/jobs", json=job)).json()
+
+    assert second == {**first, "deduplicated": True}
+
+
+async def test_enqueue_reusing_an_idempotency_key_for_other_content_is_409(
+    http: httpx.AsyncClient,
+) -> None:
+    job = {"queue": "mail", "task_type": "send", "idempotency_key": "k1"}
+    await http.post("/v1/jobs", json={**job, "payload_json": 1})
+
+    reply = await http.post("/v1/jobs", json={**job, "payload_json": 2})
+
+    assert reply.status_code == 409
+    assert reply.json()["code"] == 6
