@@ -44,7 +44,8 @@ async def test_openapi_document_names_path_fields_by_their_last_part(
 async def test_schemathesis_finds_no_server_error_and_no_nonconforming_reply(
     http_coordinator: Coordinator,
 ) -> None:
-    # Lease long-polls for up to 30 s by design; its routes are covered in test_http_workers.
+    # Lease and WaitJob long-poll by design (up to 30 s and 300 s): the fuzzer would wait them
+    # out on the jobs its examples create. test_http_workers and test_http_jobs cover them.
     st = Path(sys.executable).parent / "st"
     process = await asyncio.create_subprocess_exec(
         str(st),
@@ -52,6 +53,7 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconforming_reply(
         f"http://{http_coordinator.http_address}/v1/openapi.json",
         f"--checks={CHECKS}",
         "--exclude-operation-id=Lease",
+        "--exclude-operation-id=WaitJob",
         "--phases=examples,coverage,fuzzing",
         f"--max-examples={EXAMPLES_PER_OPERATION}",
         f"--max-time={FUZZ_SECONDS}",

@@ -49,6 +49,26 @@ _ERRORS = {
     "default": "any other google.rpc.Status",
 }
 
+# Request examples: the fuzzer's "examples" phase sends these first, so that replies of
+# accepted requests (not only errors) are checked against the document too.
+_BODY_EXAMPLES: dict[str, Any] = {
+    "Enqueue": {"queue": "mail", "task_type": "send", "payload_json": {"to": "a@example.com"}},
+    "EnqueueBatch": {"jobs": [{"queue": "mail", "task_type": "send", "delay": "60s"}]},
+    "CreateSchedule": {
+        "name": "nightly",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Berlin",
+        "job": {"queue": "reports", "task_type": "build"},
+    },
+    "UpdateQueue": {"max_concurrency": 4, "rate_limit": {"rate": 10, "burst": 20}},
+    "Lease": {"worker_id": "worker-1", "queues": ["mail"], "max_jobs": 10},
+}
+_PARAMETER_EXAMPLES: dict[str, Any] = {
+    "name": "mail",
+    "update_mask": "max_concurrency,rate_limit",
+    "view": "JOB_VIEW_FULL",
+}
+
 
 class _Schemas:
     def __init__(self) -> None:
@@ -146,17 +166,19 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         }
     body = _body(route, schemas, frozenset(bound))
     if body is not None:
-        operation["requestBody"] = {"required": False, "content": _json(body)}
+        content = _json(body)
+        if route.rpc in _BODY_EXAMPLES:
+            content["application/json"]["example"] = _BODY_EXAMPLES[route.rpc]
+        operation["requestBody"] = {"required": False, "content": content}
     return operation
 
 
 def _path_parameter(route: Route, name: str) -> dict[str, Any]:
-    return {
-        "name": name.rsplit(".", 1)[-1],
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-    }
+    short = name.rsplit(".", 1)[-1]
+    parameter = {"name": short, "in": "path", "required": True, "schema": {"type": "string"}}
+    if short in _PARAMETER_EXAMPLES:
+        parameter["example"] = _PARAMETER_EXAMPLES[short]
+    return parameter
 
 
 def _query_parameters(route: Route, schemas: _Schemas, bound: set[str]) -> list[dict[str, Any]]:
@@ -168,9 +190,15 @@ def _query_parameters(route: Route, schemas: _Schemas, bound: set[str]) -> list[
             continue
         if transcode.query_field(route.request_type, field.name) is None:
             continue
-        found.append(
-            {"name": field.name, "in": "query", "required": False, "schema": schemas.field(field)}
-        )
+        parameter = {
+            "name": field.name,
+            "in": "query",
+            "required": False,
+            "schema": schemas.field(field),
+        }
+        if field.name in _PARAMETER_EXAMPLES:
+            parameter["example"] = _PARAMETER_EXAMPLES[field.name]
+        found.append(parameter)
     return found
 
 
