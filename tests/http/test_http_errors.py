@@ -133,3 +133,24 @@ async def test_a_body_on_a_get_is_400(http: httpx.AsyncClient) -> None:
     reply = await http.request("GET", "/v1/server-info", content=b"{}")
 
     assert reply.status_code == 400
+
+
+async def test_json_nested_past_the_parser_depth_is_400(http: httpx.AsyncClient) -> None:
+    reply = await http.post("/v1/jobs", content=b"[" * 60_000)
+
+    assert reply.status_code == 400
+    assert reply.json()["message"] == "request body is not valid JSON: nested too deeply"
+
+
+async def test_a_body_that_is_not_utf8_is_400(http: httpx.AsyncClient) -> None:
+    reply = await http.post("/v1/jobs", content=b'{"queue": "\xff"}')
+
+    assert reply.status_code == 400
+    assert reply.json()["message"] == "request body is not UTF-8 JSON"
+
+
+async def test_a_path_that_is_not_utf8_once_decoded_is_400(http: httpx.AsyncClient) -> None:
+    reply = await http.get("/v1/jobs/%ff")
+
+    assert reply.status_code == 400
+    assert reply.json()["code"] == 3
