@@ -69,6 +69,9 @@ class HttpApi:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if scope["method"] == "GET" and _raw_path(scope) == OPENAPI_PATH:
+            await _send(send, 200, self._openapi)
+            return
         try:
             status, reply = await self._respond(scope, receive)
         except _Aborted as aborted:
@@ -85,10 +88,7 @@ class HttpApi:
         await _send_json(send, status, reply)
 
     async def _respond(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
-        verb = scope["method"]
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        if raw_path == OPENAPI_PATH and verb == "GET":
-            return 200, json.loads(self._openapi)
+        verb, raw_path = scope["method"], _raw_path(scope)
         try:
             found = routes.find(verb, raw_path)
         except UnicodeDecodeError:
@@ -182,8 +182,17 @@ async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _raw_path(scope: Scope) -> str:
+    """The path as sent, still percent-encoded (routes.py matches on it)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    return raw.decode("latin-1")
+
+
 async def _send_json(send: Send, status: int, reply: Any) -> None:
-    data = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode()
+    await _send(send, status, json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+async def _send(send: Send, status: int, data: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
     if status == 413:
         # The rest of the body is not read: the connection cannot carry another request.
