@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -60,6 +61,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """The client closed its connection before the reply: there is no one to answer."""
+
+
 class HttpApi:
     def __init__(self, servicer: CoordinatorServicer, max_body_bytes: int) -> None:
         self._servicer = servicer
@@ -74,6 +79,8 @@ class HttpApi:
             return
         try:
             status, reply = await self._respond(scope, receive)
+        except _ClientGone:
+            return
         except _Aborted as aborted:
             status = aborted.http_status
             reply = transcode.status_body(aborted.code, aborted.message)
@@ -115,8 +122,34 @@ class HttpApi:
             rpc, request = _request(route, path, scope, raw)
         except InvalidArgument as error:
             raise _Aborted(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-        reply: Message = await getattr(self._servicer, rpc)(request, _Context())
+        reply = await _unless_disconnected(
+            getattr(self._servicer, rpc)(request, _Context()), receive
+        )
         return 200, transcode.reply_json(reply)
+
+
+async def _unless_disconnected(call: Awaitable[Message], receive: Receive) -> Message:
+    """Runs the servicer call; a client that disconnects first cancels it, as a cancelled gRPC
+    call does (so a long-polling Lease hands back jobs it was claiming, and no lease goes to a
+    client that left)."""
+    task = asyncio.ensure_future(call)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise _ClientGone
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _request(
