@@ -32,6 +32,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 OPENAPI_PATH = "/v1/openapi.json"
+# Most bytes of a refused (413) body read and dropped before the connection is closed.
+MAX_DRAIN_BYTES = 8 * 1024 * 1024
 # Keys of a POST /v1/jobs body that belong to the schedule it creates (with `cron`) rather
 # than to the JobSpec: every Schedule field but the template, in both JSON spellings.
 _SCHEDULE_FIELDS = {
@@ -197,9 +199,10 @@ def jobs_document(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _TooLarge
+    declared = _content_length(scope)
+    if declared is not None and declared > limit:
+        await _drain(receive, declared)
+        raise _TooLarge
     chunks, size = [], 0
     while True:
         event = await receive()
@@ -208,11 +211,34 @@ async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
         chunk = event.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if event.get("more_body", False):
+                await _drain(receive, declared)
             raise _TooLarge
         chunks.append(chunk)
         if not event.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def _drain(receive: Receive, declared: int | None) -> None:
+    """Reads and drops the rest of a refused body, so that closing the connection after the
+    413 sends FIN, not RST (an RST can destroy the 413 before the client reads it). A body
+    that is larger still than MAX_DRAIN_BYTES is cut off instead."""
+    if declared is not None and declared > MAX_DRAIN_BYTES:
+        return
+    drained = 0
+    while drained <= MAX_DRAIN_BYTES:
+        event = await receive()
+        if event["type"] == "http.disconnect" or not event.get("more_body", False):
+            return
+        drained += len(event.get("body", b""))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _raw_path(scope: Scope) -> str:

@@ -152,7 +152,7 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
 
 
 def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
-    bound = {name.split(".")[0] for name in route.path_fields if "." not in name}
+    bound = {name for name in route.path_fields if "." not in name}
     operation: dict[str, Any] = {
         "operationId": route.rpc,
         "parameters": [_path_parameter(route, name) for name in route.path_fields]
