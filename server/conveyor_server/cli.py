@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except DatabaseInUse as refused:
+    except (DatabaseInUse, OSError) as refused:  # OSError: a listen address is taken
         print(f"conveyor serve: {refused}", file=sys.stderr, flush=True)
         return 1
     return 0

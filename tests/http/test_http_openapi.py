@@ -57,7 +57,7 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconforming_reply(
         "--phases=examples,coverage,fuzzing",
         f"--max-examples={EXAMPLES_PER_OPERATION}",
         f"--max-time={FUZZ_SECONDS}",
-        "--request-timeout=10",
+        "--request-timeout=20",
         "--seed=1",
         "--workers=1",
         "--no-color",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import uvicorn
 
@@ -32,18 +33,29 @@ class HttpServer:
         )
         self._server = uvicorn.Server(self._config)
         self._main: asyncio.Task[None] | None = None
+        self._sockets: list[socket.socket] = []
         self.address = listen
 
     async def start(self) -> None:
-        """Listens, or raises OSError when the address cannot be bound."""
+        """Listens, or raises OSError naming the address and the reason."""
+        host, port = self._config.host, self._config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            listener = socket.create_server((host, port), family=family)
+        except OSError as error:
+            raise OSError(f"cannot listen for HTTP on {self.address}: {error.strerror}") from error
+        self._sockets = [listener]
         self._config.load()
         self._server.lifespan = self._config.lifespan_class(self._config)
-        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
-            await self._server.startup()
+        with contextlib.suppress(SystemExit):  # uvicorn exits where it cannot serve
+            await self._server.startup(sockets=self._sockets)
         if not self._server.started:
-            raise OSError(f"cannot listen for HTTP on {self.address}")
-        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
-        self.address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+            listener.close()
+            raise OSError(f"cannot serve HTTP on {self.address}")
+        bound_host, bound_port = listener.getsockname()[:2]
+        self.address = (
+            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{host}:{bound_port}"
+        )
         self._main = asyncio.create_task(self._server.main_loop())
 
     async def stop(self, grace_seconds: float) -> None:
@@ -55,4 +67,4 @@ class HttpServer:
         self._server.should_exit = True
         await self._main
         self._main = None
-        await self._server.shutdown()
+        await self._server.shutdown(sockets=self._sockets)
