@@ -154,3 +154,12 @@ async def test_a_path_that_is_not_utf8_once_decoded_is_400(http: httpx.AsyncClie
 
     assert reply.status_code == 400
     assert reply.json()["code"] == 3
+
+
+async def test_nan_in_a_body_is_400_as_json_has_no_nan(http: httpx.AsyncClient) -> None:
+    reply = await http.post(
+        "/v1/jobs", content=b'{"queue": "q", "task_type": "t", "payload_json": NaN}'
+    )
+
+    assert reply.status_code == 400
+    assert reply.json()["message"] == "request body is not valid JSON: NaN is not a JSON value"

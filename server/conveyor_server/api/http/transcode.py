@@ -67,7 +67,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise InvalidArgument("request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as error:
@@ -77,6 +77,11 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArgument(f"request body must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (RFC 8259) and proto JSON do not have them.
+    raise InvalidArgument(f"request body is not valid JSON: {name} is not a JSON value")
 
 
 def build_request(
