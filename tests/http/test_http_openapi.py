@@ -42,7 +42,7 @@ async def test_openapi_document_names_path_fields_by_their_last_part(
 
 
 async def test_schemathesis_finds_no_server_error_and_no_nonconforming_reply(
-    http_coordinator: Coordinator,
+    http_coordinator: Coordinator, tmp_path: Path
 ) -> None:
     # Lease and WaitJob long-poll by design (up to 30 s and 300 s): the fuzzer would wait them
     # out on the jobs its examples create. test_http_workers and test_http_jobs cover them.
@@ -61,6 +61,9 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconforming_reply(
         "--seed=1",
         "--workers=1",
         "--no-color",
+        # No example database or crash cache in the work tree: every run starts the same.
+        "--generation-database=none",
+        cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
