@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 from conveyor.cli import add_client_commands
 
-from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ConfigError, ServerConfig
+from conveyor_server.config import (
+    DEFAULT_DB_URL,
+    DEFAULT_HTTP_MAX_BODY_BYTES,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+)
 from conveyor_server.errors import DatabaseInUse
 
 
@@ -27,11 +33,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"conveyor coordinator listening on {coordinator.address}", file=sys.stderr, flush=True
         )
+        if coordinator.http_address is not None:
+            print(
+                f"conveyor HTTP/JSON API listening on http://{coordinator.http_address}",
+                file=sys.stderr,
+                flush=True,
+            )
         await coordinator.serve_until_signalled()
 
     try:
         asyncio.run(run())
-    except DatabaseInUse as refused:
+    except (DatabaseInUse, OSError) as refused:  # OSError: a listen address is taken
         print(f"conveyor serve: {refused}", file=sys.stderr, flush=True)
         return 1
     return 0
@@ -48,6 +60,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         log_format=args.log_format,
         log_level=args.log_level,
         shutdown_grace_seconds=args.shutdown_grace,
+        http_listen=args.http_listen,
+        http_max_body_bytes=args.http_max_body_bytes,
     )
 
 
@@ -99,6 +113,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=10.0,
         help="seconds in-flight calls may run after SIGTERM (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--http-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the HTTP/JSON API (and /v1/openapi.json) here (default: off)",
+    )
+    serve.add_argument(
+        "--http-max-body-bytes",
+        type=int,
+        default=DEFAULT_HTTP_MAX_BODY_BYTES,
+        help="largest HTTP request body; larger ones are 413 (default: %(default)s)",
     )
     serve.set_defaults(handler=_serve)
 

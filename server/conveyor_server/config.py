@@ -15,6 +15,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 ENVELOPE_BYTES = 4 * 1024 * 1024
 MAX_PAYLOAD_LIMIT = (MAX_MESSAGE_BYTES - ENVELOPE_BYTES) // 3  # 20 MiB
 MAX_MAX_DEPTH = 10_000
+# Largest HTTP/JSON request body by default: base64 makes a payload 4/3 as large, so this
+# holds a batch of about 45 jobs at the default 256 KiB payload limit.
+DEFAULT_HTTP_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -40,6 +43,10 @@ class ServerConfig:
     shutdown_grace_seconds: float = 10.0
     # Most jobs one writer transaction takes at once (group commit size).
     max_write_batch: int = 1000
+    # host:port of the HTTP/JSON API (api/http); None: no HTTP API.
+    http_listen: str | None = None
+    # Largest HTTP request body accepted, in bytes; a larger one is 413.
+    http_max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -62,4 +69,16 @@ class ServerConfig:
             found.append(f"--shutdown-grace must be between 0 and 3600 seconds, not {grace}")
         if self.max_write_batch < 1:
             found.append(f"max_write_batch must be at least 1, not {self.max_write_batch}")
+        if not 1024 <= self.http_max_body_bytes <= 4 * MAX_MESSAGE_BYTES:
+            found.append(
+                f"--http-max-body-bytes must be between 1024 and {4 * MAX_MESSAGE_BYTES}, "
+                f"not {self.http_max_body_bytes}"
+            )
+        if self.http_listen is not None and not _is_host_port(self.http_listen):
+            found.append(f"--http-listen must be host:port, not {self.http_listen[:100]!r}")
         return found
+
+
+def _is_host_port(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and int(port) <= 65535

@@ -14,6 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from conveyor_server.api.http.app import HttpApi
+from conveyor_server.api.http.server import HttpServer
 from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits, job_template_reader
@@ -49,6 +51,9 @@ class Coordinator:
     _health: HealthServicer
     _store: SqlStore
     _stopped: bool = False
+    # host:port of the HTTP/JSON API when --http-listen is given.
+    http_address: str | None = None
+    _http: HttpServer | None = None
 
     @classmethod
     async def start(cls, config: ServerConfig, clock: Clock | None = None) -> Coordinator:
@@ -91,16 +96,8 @@ class Coordinator:
         schedules = ScheduleService(
             store, clock, cron_alarm, read_template=job_template_reader(limits)
         )
-        add_coordinator_servicer(
-            CoordinatorServicer(
-                jobs,
-                queues,
-                schedules,
-                task_types,
-                limits,
-            ),
-            server,
-        )
+        servicer = CoordinatorServicer(jobs, queues, schedules, task_types, limits)
+        add_coordinator_servicer(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
             [
@@ -116,6 +113,15 @@ class Coordinator:
             await store.close()
             raise OSError(f"cannot listen on {config.listen}: {exc}") from exc
         host = config.listen.rsplit(":", 1)[0]
+        http = None
+        if config.http_listen is not None:
+            api = HttpApi(servicer, config.http_max_body_bytes)
+            http = HttpServer(api, config.http_listen, config.shutdown_grace_seconds)
+            try:
+                await http.start()
+            except OSError:
+                await store.close()
+                raise
         await server.start()
         reaper = Reaper(store, jobs, clock, expiry_alarm)
         waker = Waker(store, jobs, clock, scheduled_alarm)
@@ -129,8 +135,26 @@ class Coordinator:
             await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         address = f"{host}:{port}"
         store.describe_owner(f"pid {os.getpid()}, serving on {address}")
-        log.info("coordinator.started", address=address, db=_redact(config.db_url))
-        return cls(config, address, jobs, reaper, waker, cron, pruner, server, health, store)
+        log.info(
+            "coordinator.started",
+            address=address,
+            http_address=http.address if http else None,
+            db=_redact(config.db_url),
+        )
+        return cls(
+            config,
+            address,
+            jobs,
+            reaper,
+            waker,
+            cron,
+            pruner,
+            server,
+            health,
+            store,
+            http_address=http.address if http else None,
+            _http=http,
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health goes NOT_SERVING, long-polls return, in-flight RPCs get `grace`
@@ -140,7 +164,11 @@ class Coordinator:
         self._stopped = True
         await self._health.enter_graceful_shutdown()
         self.jobs.stop_waiting()
-        await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        stopping = [self._server.stop(grace)]
+        if self._http is not None:
+            stopping.append(self._http.stop(grace))
+        await asyncio.gather(*stopping)
         await self.jobs.drain()
         for service in (self.reaper, self.waker, self.cron, self.pruner):
             await service.stop()
