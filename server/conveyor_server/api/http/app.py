@@ -53,10 +53,19 @@ class _Aborted(Exception):
 
 
 class _Context:
-    """What the servicer uses of grpc.aio.ServicerContext: abort, which raises."""
+    """What the servicer uses of grpc.aio.ServicerContext: abort, which raises; the caller's
+    deadline (HTTP has none); and sending the headers before a Lease reply, which needs
+    nothing here: a client that leaves cancels the servicer call itself (see
+    _unless_disconnected), and that cancel hands the claimed jobs back."""
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def send_initial_metadata(self, _metadata: object) -> None:
+        return None
 
 
 class _TooLarge(Exception):
