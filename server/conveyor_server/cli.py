@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 from conveyor.cli import add_client_commands
 
-from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ConfigError, ServerConfig
+from conveyor_server.config import (
+    DEFAULT_DB_URL,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+    http_listen,
+)
 from conveyor_server.errors import DatabaseInUse
 
 
@@ -27,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"conveyor coordinator listening on {coordinator.address}", file=sys.stderr, flush=True
         )
+        for name, address in coordinator.http_addresses().items():
+            print(f"conveyor {name} on http://{address}/", file=sys.stderr, flush=True)
         await coordinator.serve_until_signalled()
 
     try:
@@ -48,6 +56,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         log_format=args.log_format,
         log_level=args.log_level,
         shutdown_grace_seconds=args.shutdown_grace,
+        metrics_listen=http_listen(args.metrics_listen) if args.metrics_listen else None,
+        dashboard_listen=http_listen(args.dashboard_listen) if args.dashboard_listen else None,
     )
 
 
@@ -99,6 +109,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=10.0,
         help="seconds in-flight calls may run after SIGTERM (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="[HOST]:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (off unless given; "
+        "host defaults to 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--dashboard-listen",
+        metavar="[HOST]:PORT",
+        help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; it has "
+        "no login, so keep it on loopback or behind an authenticating proxy)",
     )
     serve.set_defaults(handler=_serve)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
@@ -15,6 +15,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from conveyor_server.api.registration import add_coordinator_servicer
+from conveyor_server.api.rpc_metrics import RpcMetricsInterceptor
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits, job_template_reader
 from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
@@ -29,6 +30,8 @@ from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.pruner import Pruner
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
+from conveyor_server.observability.http import HttpServer
+from conveyor_server.observability.metrics import PrometheusMetrics
 from conveyor_server.store.sql import SqlStore
 
 log = structlog.get_logger("conveyor.server")
@@ -48,6 +51,7 @@ class Coordinator:
     _server: grpc.aio.Server
     _health: HealthServicer
     _store: SqlStore
+    _http: list[HttpServer] = field(default_factory=list)
     _stopped: bool = False
 
     @classmethod
@@ -62,6 +66,9 @@ class Coordinator:
             on_write_health=_HealthReporter(health).store_writable,
         )
         await store.open()
+        # Recorded only when something shows it: otherwise the hooks are no-ops.
+        observed = config.metrics_listen is not None or config.dashboard_listen is not None
+        metrics = PrometheusMetrics(clock.now) if observed else None
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
         wakeups = QueueWakeups()
         task_types = TaskTypeService(store, clock)
@@ -74,14 +81,16 @@ class Coordinator:
             scheduled_alarm=scheduled_alarm,
             expiry_alarm=expiry_alarm,
             task_types=task_types,
+            metrics=metrics,
         )
         server = grpc.aio.server(
+            interceptors=[RpcMetricsInterceptor(metrics.rpc_finished)] if metrics else [],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 # Refuse to share a port with a still-running coordinator.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
         queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
@@ -120,17 +129,39 @@ class Coordinator:
         reaper = Reaper(store, jobs, clock, expiry_alarm)
         waker = Waker(store, jobs, clock, scheduled_alarm)
         cron = CronFirer(
-            store, schedules, jobs, clock, cron_alarm, CronConfig(max_depth=config.max_depth)
+            store,
+            schedules,
+            jobs,
+            clock,
+            cron_alarm,
+            CronConfig(max_depth=config.max_depth),
+            metrics=metrics,
         )
         pruner = Pruner(store, clock, prune_alarm)
         for background in (reaper, waker, cron, pruner):
             background.start()
+        http = _http_servers(config, metrics, jobs, queues, schedules, clock)
+        for started, http_server in enumerate(http):
+            try:
+                await http_server.start()
+            except BaseException:
+                for earlier in http[:started]:
+                    await earlier.stop()
+                await server.stop(0)
+                for background in (reaper, waker, cron, pruner):
+                    await background.stop()
+                await store.close()
+                raise
         for service_name in ("", SERVICE_NAME):
             await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         address = f"{host}:{port}"
         store.describe_owner(f"pid {os.getpid()}, serving on {address}")
         log.info("coordinator.started", address=address, db=_redact(config.db_url))
-        return cls(config, address, jobs, reaper, waker, cron, pruner, server, health, store)
+        return cls(config, address, jobs, reaper, waker, cron, pruner, server, health, store, http)
+
+    def http_addresses(self) -> dict[str, str]:
+        """The HTTP endpoints serving (metrics, dashboard), by name, with their bound port."""
+        return {server.name: server.address for server in self._http}
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health goes NOT_SERVING, long-polls return, in-flight RPCs get `grace`
@@ -140,6 +171,8 @@ class Coordinator:
         self._stopped = True
         await self._health.enter_graceful_shutdown()
         self.jobs.stop_waiting()
+        for http_server in self._http:
+            await http_server.stop()
         await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         await self.jobs.drain()
         for service in (self.reaper, self.waker, self.cron, self.pruner):
@@ -156,6 +189,29 @@ class Coordinator:
         await stop.wait()
         log.info("coordinator.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         await self.stop()
+
+
+def _http_servers(
+    config: ServerConfig,
+    metrics: PrometheusMetrics | None,
+    jobs: JobService,
+    queues: QueueService,
+    schedules: ScheduleService,
+    clock: Clock,
+) -> list[HttpServer]:
+    if metrics is None:
+        return []
+    servers = []
+    if config.metrics_listen is not None:
+        from conveyor_server.observability.endpoint import metrics_app
+
+        servers.append(HttpServer(metrics_app(metrics, queues), config.metrics_listen, "metrics"))
+    if config.dashboard_listen is not None:
+        from conveyor_server.dashboard.app import DashboardServices, dashboard_app
+
+        app = dashboard_app(DashboardServices(jobs, queues, schedules, metrics, clock))
+        servers.append(HttpServer(app, config.dashboard_listen, "dashboard"))
+    return servers
 
 
 class _HealthReporter:

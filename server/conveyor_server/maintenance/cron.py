@@ -10,6 +10,7 @@ import structlog
 
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import JobService
+from conveyor_server.core.metrics import Metrics, NoMetrics
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
 from conveyor_server.core.schedule_service import ScheduleService
@@ -36,8 +37,10 @@ class CronFirer(BackgroundService):
         clock: Clock,
         alarm: DueTimeAlarm,
         config: CronConfig = CronConfig(),
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(clock, alarm)
+        self._metrics: Metrics = metrics or NoMetrics()
         self._store = store
         self._schedules = schedules
         self._jobs = jobs
@@ -50,6 +53,7 @@ class CronFirer(BackgroundService):
         self._count_isolated(fired.isolated)
         fires = fired.done
         for fire in fires:
+            self._metrics.schedule_fired(fire.schedule, skipped=fire.job_id is None)
             log.info(
                 "schedule.fired",
                 schedule=fire.schedule,
