@@ -4,7 +4,6 @@ client that keeps the dashboard's CSRF cookie."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,9 +22,3 @@ async def http(coordinator: Coordinator) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://{coordinator.http_addresses()['dashboard']}"
     async with httpx.AsyncClient(base_url=base) as client:
         yield client
-
-
-def csrf_token(html: str) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
-    assert found, "the page has no form token"
-    return found.group(1)

@@ -4,9 +4,9 @@ in test_dashboard_browser.py drive the same pages in Chromium)."""
 from __future__ import annotations
 
 import httpx
-from conftest import csrf_token
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from dashboard_forms import csrf_token
 
 QUEUE = "emails"
 
