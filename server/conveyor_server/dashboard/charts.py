@@ -12,11 +12,11 @@ LEFT, BOTTOM, TOP, RIGHT = 44, 24, 12, 12
 
 def _seconds_label(seconds: float) -> str:
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+        return f"{seconds * 1000:.3g}ms"
     if seconds < 120:
-        return f"{seconds:g}s"
+        return f"{seconds:.2g}s"
     if seconds < 7200:
-        return f"{seconds / 60:g}m"
+        return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
 
 
@@ -52,6 +52,11 @@ def flow_chart(window: Window) -> str:
         f'<text class="tick" x="{LEFT}" y="{HEIGHT - 6}">-{n}m</text>',
         f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">now</text>',
     ]
+    for i, series in enumerate(FLOW_SERIES):
+        body.append(
+            f'<text class="legend s-{series}" x="{WIDTH - RIGHT - 70 * (len(FLOW_SERIES) - i)}" '
+            f'y="{TOP + 4}">{series}</text>'
+        )
     dots = 0
     for series in FLOW_SERIES:
         coords = " ".join(f"{x(i):.1f},{y(m[series]):.1f}" for i, m in enumerate(window.flow))
