@@ -11,6 +11,7 @@ from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
 from conveyor_server.observability.metrics import MAX_LABEL_VALUES, OTHER, LabelCap
+from google.protobuf.field_mask_pb2 import FieldMask
 from prometheus_client.parser import text_string_to_metric_families
 
 QUEUE = "emails"
@@ -135,3 +136,44 @@ def test_label_values_beyond_the_cap_are_reported_as_other() -> None:
     assert seen[:MAX_LABEL_VALUES] == names[:MAX_LABEL_VALUES]
     assert set(seen[MAX_LABEL_VALUES:]) == {OTHER}
     assert cap(names[0]) == names[0]
+
+
+async def test_a_schedule_fire_is_counted_per_schedule_and_a_late_one_as_a_misfire(
+    coordinator: Coordinator, stub: rpc.CoordinatorServiceStub, clock: FakeClock
+) -> None:
+    await stub.CreateSchedule(
+        pb.CreateScheduleRequest(
+            schedule=pb.Schedule(
+                name="hourly",
+                cron="0 * * * *",
+                timezone="UTC",
+                job=pb.JobSpec(queue=QUEUE, task_type=TASK),
+            )
+        )
+    )
+    clock.advance(3600)
+    await coordinator.cron.run_once(clock.now())
+    clock.advance(3.5 * 3600)  # "down" past three fires: the newest runs 30 min late
+    await coordinator.cron.run_once(clock.now())
+    samples = await scrape(coordinator)
+    assert value(samples, "conveyor_schedule_fires_total", schedule="hourly") == 2
+    assert value(samples, "conveyor_schedule_misfires_total", schedule="hourly") >= 1
+    assert value(samples, "conveyor_jobs_enqueued_total", queue=QUEUE, task_type=TASK) == 2
+
+
+async def test_a_claim_held_back_by_the_rate_limit_is_counted_as_throttled(
+    coordinator: Coordinator, stub: rpc.CoordinatorServiceStub
+) -> None:
+    await stub.UpdateQueue(
+        pb.UpdateQueueRequest(
+            queue=pb.Queue(name=QUEUE, rate_limit=pb.RateLimit(rate=0.001, burst=1)),
+            update_mask=FieldMask(paths=["rate_limit"]),
+        )
+    )
+    await enqueue(stub)
+    await enqueue(stub)
+    await lease_one(stub)  # takes the only token
+    reply = await stub.Lease(pb.LeaseRequest(worker_id="w1", queues=[QUEUE], max_jobs=1))
+    assert not reply.jobs
+    samples = await scrape(coordinator)
+    assert value(samples, "conveyor_lease_throttled_total", queue=QUEUE) >= 1

@@ -37,7 +37,9 @@ class Metrics(Protocol):
 
     def finished(self, result: TransitionResult, finish: Finish, now: Micros) -> None: ...
 
-    def schedule_fired(self, schedule: str, skipped: bool) -> None: ...
+    def schedule_fired(self, schedule: str, skipped: bool, late: bool) -> None:
+        """A fire handled; `late`: more than the misfire grace after its time (a misfire
+        that still ran, by RUN_ONCE or CATCH_UP)."""
 
 
 class NoMetrics:
@@ -58,5 +60,5 @@ class NoMetrics:
     def finished(self, result: TransitionResult, finish: Finish, now: Micros) -> None:
         pass
 
-    def schedule_fired(self, schedule: str, skipped: bool) -> None:
+    def schedule_fired(self, schedule: str, skipped: bool, late: bool) -> None:
         pass

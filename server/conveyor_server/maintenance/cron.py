@@ -14,6 +14,7 @@ from conveyor_server.core.metrics import Metrics, NoMetrics
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
 from conveyor_server.core.schedule_service import ScheduleService
+from conveyor_server.core.schedules import MISFIRE_GRACE
 from conveyor_server.maintenance.base import BackgroundService, RunResult
 from conveyor_server.store.base import Store
 
@@ -53,7 +54,9 @@ class CronFirer(BackgroundService):
         self._count_isolated(fired.isolated)
         fires = fired.done
         for fire in fires:
-            self._metrics.schedule_fired(fire.schedule, skipped=fire.job_id is None)
+            self._metrics.schedule_fired(
+                fire.schedule, skipped=fire.job_id is None, late=now - fire.fire_at > MISFIRE_GRACE
+            )
             log.info(
                 "schedule.fired",
                 schedule=fire.schedule,

@@ -138,6 +138,13 @@ class PrometheusMetrics:
             ["schedule"],
             registry=r,
         )
+        self.schedule_misfires_total = Counter(
+            "conveyor_schedule_misfires",
+            "Schedule fires handled more than the misfire grace (60 s) after their time "
+            "(the coordinator was down or behind); fires a SKIP policy drops are not counted.",
+            ["schedule"],
+            registry=r,
+        )
         self.rpc_seconds = Histogram(
             "conveyor_rpc_duration_seconds",
             "gRPC call latency by method and status code.",
@@ -198,9 +205,12 @@ class PrometheusMetrics:
         elif finish == Finish.EXPIRED:
             self.history.count(queue, "timeouts", now)
 
-    def schedule_fired(self, schedule: str, skipped: bool) -> None:
+    def schedule_fired(self, schedule: str, skipped: bool, late: bool) -> None:
+        name = self._schedule(schedule)
         counter = self.schedule_skipped_total if skipped else self.schedule_fires_total
-        counter.labels(self._schedule(schedule)).inc()
+        counter.labels(name).inc()
+        if late:
+            self.schedule_misfires_total.labels(name).inc()
 
     # -- the API layer's interceptor -----------------------------------------------------------
 
