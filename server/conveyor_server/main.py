@@ -207,11 +207,25 @@ def _http_servers(
 
         servers.append(HttpServer(metrics_app(metrics, queues), config.metrics_listen, "metrics"))
     if config.dashboard_listen is not None:
-        from conveyor_server.dashboard.app import DashboardServices, dashboard_app
+        from conveyor_server.dashboard.app import (
+            DashboardServices,
+            allowed_hosts,
+            dashboard_app,
+        )
 
-        app = dashboard_app(DashboardServices(jobs, queues, schedules, metrics, clock))
+        app = dashboard_app(
+            DashboardServices(jobs, queues, schedules, metrics, clock),
+            allowed_hosts(config.dashboard_listen),
+        )
+        if not _loopback(config.dashboard_listen):
+            # No login: anyone who reaches the port can replay and cancel jobs.
+            log.warning("dashboard.not_loopback", listen=config.dashboard_listen)
         servers.append(HttpServer(app, config.dashboard_listen, "dashboard"))
     return servers
+
+
+def _loopback(listen: str) -> bool:
+    return listen.rsplit(":", 1)[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
 
 
 class _HealthReporter:

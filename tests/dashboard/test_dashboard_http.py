@@ -75,3 +75,9 @@ async def test_a_payload_is_shown_only_on_request_and_escaped(
 async def test_an_unknown_job_is_a_not_found_page(http: httpx.AsyncClient) -> None:
     reply = await http.get("/jobs/no-such-job")
     assert reply.status_code in (400, 404)
+
+
+async def test_a_request_naming_another_host_is_refused(http: httpx.AsyncClient) -> None:
+    # A page that rebinds its DNS name to 127.0.0.1 sends its own name as Host.
+    reply = await http.get("/queues", headers={"host": "attacker.example:8080"})
+    assert reply.status_code == 400

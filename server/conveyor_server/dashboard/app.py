@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -104,7 +105,19 @@ class _Csrf:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def dashboard_app(services: DashboardServices) -> ASGIApp:
+def allowed_hosts(listen: str) -> list[str]:
+    """Host headers the dashboard answers: on a loopback address only loopback names, so a
+    web page that rebinds its own DNS name to 127.0.0.1 cannot read or drive the dashboard
+    (its requests carry the attacker's host name)."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return ["127.0.0.1", "localhost", "::1", "[::1]"]
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    return [host]
+
+
+def dashboard_app(services: DashboardServices, hosts: list[str] | None = None) -> ASGIApp:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["secs"] = _seconds
@@ -299,7 +312,8 @@ def dashboard_app(services: DashboardServices) -> ASGIApp:
         Route("/schedules/{name}/{action:str}", guarded(schedule_action), methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return _SecurityHeaders(Starlette(routes=routes))
+    app = Starlette(routes=routes)
+    return _SecurityHeaders(TrustedHostMiddleware(app, allowed_hosts=hosts or ["*"]))
 
 
 def _graphs(services: DashboardServices, queue: str, minutes: int) -> str:
