@@ -28,6 +28,8 @@ class HttpServer:
                 host=host.strip("[]"),
                 port=int(port),
                 log_level="warning",
+                # Leave logging to conveyor_server.logs (no dictConfig of uvicorn's own).
+                log_config=None,
                 access_log=False,
                 lifespan="off",
                 server_header=False,
