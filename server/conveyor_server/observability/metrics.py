@@ -7,6 +7,7 @@ later ones are reported as "other"."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -232,10 +233,15 @@ class _JobsGauge(Collector):
     def __init__(self) -> None:
         self._samples: list[tuple[str, str, int]] = []
         self._read_at = -JOBS_GAUGE_TTL_SECONDS
+        # Concurrent scrapes share one read of the stats (each costs a count per queue).
+        self._reading = asyncio.Lock()
 
     async def refresh(self, list_queues: QueueLister, cap: Callable[[str], str]) -> None:
-        if time.monotonic() - self._read_at < JOBS_GAUGE_TTL_SECONDS:
-            return
+        async with self._reading:
+            if time.monotonic() - self._read_at >= JOBS_GAUGE_TTL_SECONDS:
+                await self._read(list_queues, cap)
+
+    async def _read(self, list_queues: QueueLister, cap: Callable[[str], str]) -> None:
         samples: dict[tuple[str, str], int] = {}
         for queue in await list_queues():
             name = cap(queue.config.name)
