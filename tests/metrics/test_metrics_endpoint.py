@@ -177,3 +177,15 @@ async def test_a_claim_held_back_by_the_rate_limit_is_counted_as_throttled(
     assert not reply.jobs
     samples = await scrape(coordinator)
     assert value(samples, "conveyor_lease_throttled_total", queue=QUEUE) >= 1
+
+
+async def test_a_repeated_cancel_is_counted_once(
+    coordinator: Coordinator, stub: rpc.CoordinatorServiceStub, clock: FakeClock
+) -> None:
+    job_id = await enqueue(stub)
+    await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+    clock.advance(1.0)
+    await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+    samples = await scrape(coordinator)
+    labels = {"queue": QUEUE, "task_type": TASK}
+    assert value(samples, "conveyor_jobs_finished_total", outcome="cancelled", **labels) == 1

@@ -389,9 +389,11 @@ class JobService:
         return await self._store.list_jobs(params)
 
     async def cancel(self, job_id: str) -> Job:
-        job = await self._store.cancel(job_id, self._clock.now())
+        now = self._clock.now()
+        job = await self._store.cancel(job_id, now)
         if job.state == JobState.CANCELLED:
-            self._metrics.finished(_as_result(job), Finish.CANCELLED, self._clock.now())
+            if job.finished_at == now:  # cancelled by this call, not an earlier one
+                self._metrics.finished(_as_result(job), Finish.CANCELLED, now)
             log.info(
                 "job.cancelled",
                 job_id=job.job_id,
