@@ -15,6 +15,7 @@ from conveyor_server.config import (
     DEFAULT_LISTEN,
     ConfigError,
     ServerConfig,
+    http_listen,
 )
 from conveyor_server.errors import DatabaseInUse
 
@@ -39,6 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        for name, address in coordinator.http_addresses().items():
+            print(f"conveyor {name} on http://{address}/", file=sys.stderr, flush=True)
         await coordinator.serve_until_signalled()
 
     try:
@@ -62,6 +65,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         shutdown_grace_seconds=args.shutdown_grace,
         http_listen=args.http_listen,
         http_max_body_bytes=args.http_max_body_bytes,
+        metrics_listen=http_listen(args.metrics_listen) if args.metrics_listen else None,
+        dashboard_listen=http_listen(args.dashboard_listen) if args.dashboard_listen else None,
     )
 
 
@@ -125,6 +130,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=DEFAULT_HTTP_MAX_BODY_BYTES,
         help="largest HTTP request body; larger ones are 413 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="[HOST]:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (off unless given; "
+        "host defaults to 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--dashboard-listen",
+        metavar="[HOST]:PORT",
+        help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; it has "
+        "no login, so keep it on loopback or behind an authenticating proxy)",
     )
     serve.set_defaults(handler=_serve)
 

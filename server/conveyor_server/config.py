@@ -20,6 +20,21 @@ MAX_MAX_DEPTH = 10_000
 DEFAULT_HTTP_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
+def http_listen(value: str) -> str:
+    """`:9464` or `9464` means loopback: the HTTP endpoints are off the network unless a
+    host is named."""
+    if value.isdigit():
+        return f"127.0.0.1:{value}"
+    if value.startswith(":"):
+        return f"127.0.0.1{value}"
+    return value
+
+
+def _valid_listen(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
+
+
 class ConfigError(ValueError):
     """A setting out of range; the message names the option and says what is allowed."""
 
@@ -47,6 +62,11 @@ class ServerConfig:
     http_listen: str | None = None
     # Largest HTTP request body accepted, in bytes; a larger one is 413.
     http_max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
+    # host:port of the Prometheus /metrics endpoint; None: off.
+    metrics_listen: str | None = None
+    # host:port of the web dashboard; None: off. It has no login: keep it on loopback (the
+    # default host when only a port is given) or behind an authenticating proxy.
+    dashboard_listen: str | None = None
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -67,6 +87,12 @@ class ServerConfig:
         grace = self.shutdown_grace_seconds
         if not (math.isfinite(grace) and 0 <= grace <= 3600):
             found.append(f"--shutdown-grace must be between 0 and 3600 seconds, not {grace}")
+        for flag, value in (
+            ("--metrics-listen", self.metrics_listen),
+            ("--dashboard-listen", self.dashboard_listen),
+        ):
+            if value is not None and not _valid_listen(value):
+                found.append(f"{flag} must be host:port or :port, not {value[:64]!r}")
         if self.max_write_batch < 1:
             found.append(f"max_write_batch must be at least 1, not {self.max_write_batch}")
         if not 1024 <= self.http_max_body_bytes <= 4 * MAX_MESSAGE_BYTES:

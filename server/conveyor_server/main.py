@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from conveyor_server.api.http.app import HttpApi
 from conveyor_server.api.http.server import HttpServer
 from conveyor_server.api.registration import add_coordinator_servicer
+from conveyor_server.api.rpc_metrics import RpcMetricsInterceptor
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits, job_template_reader
 from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
@@ -31,6 +32,8 @@ from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.pruner import Pruner
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
+from conveyor_server.observability.http import HttpServer as EndpointServer
+from conveyor_server.observability.metrics import PrometheusMetrics
 from conveyor_server.store.sql import SqlStore
 
 log = structlog.get_logger("conveyor.server")
@@ -50,6 +53,7 @@ class Coordinator:
     _server: grpc.aio.Server
     _health: HealthServicer
     _store: SqlStore
+    _endpoints: list[EndpointServer] = field(default_factory=list)
     _stopped: bool = False
     # host:port of the HTTP/JSON API when --http-listen is given.
     http_address: str | None = None
@@ -67,6 +71,9 @@ class Coordinator:
             on_write_health=_HealthReporter(health).store_writable,
         )
         await store.open()
+        # Recorded only when something shows it: otherwise the hooks are no-ops.
+        observed = config.metrics_listen is not None or config.dashboard_listen is not None
+        metrics = PrometheusMetrics(clock.now) if observed else None
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
         wakeups = QueueWakeups()
         task_types = TaskTypeService(store, clock)
@@ -79,14 +86,16 @@ class Coordinator:
             scheduled_alarm=scheduled_alarm,
             expiry_alarm=expiry_alarm,
             task_types=task_types,
+            metrics=metrics,
         )
         server = grpc.aio.server(
+            interceptors=[RpcMetricsInterceptor(metrics.rpc_finished)] if metrics else [],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 # Refuse to share a port with a still-running coordinator.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
         queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
@@ -126,11 +135,31 @@ class Coordinator:
         reaper = Reaper(store, jobs, clock, expiry_alarm)
         waker = Waker(store, jobs, clock, scheduled_alarm)
         cron = CronFirer(
-            store, schedules, jobs, clock, cron_alarm, CronConfig(max_depth=config.max_depth)
+            store,
+            schedules,
+            jobs,
+            clock,
+            cron_alarm,
+            CronConfig(max_depth=config.max_depth),
+            metrics=metrics,
         )
         pruner = Pruner(store, clock, prune_alarm)
         for background in (reaper, waker, cron, pruner):
             background.start()
+        endpoints = _http_servers(config, metrics, jobs, queues, schedules, clock)
+        for started, endpoint in enumerate(endpoints):
+            try:
+                await endpoint.start()
+            except BaseException:
+                for earlier in endpoints[:started]:
+                    await earlier.stop()
+                if http is not None:
+                    await http.stop(0)
+                await server.stop(0)
+                for background in (reaper, waker, cron, pruner):
+                    await background.stop()
+                await store.close()
+                raise
         for service_name in ("", SERVICE_NAME):
             await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         address = f"{host}:{port}"
@@ -152,9 +181,14 @@ class Coordinator:
             server,
             health,
             store,
+            endpoints,
             http_address=http.address if http else None,
             _http=http,
         )
+
+    def http_addresses(self) -> dict[str, str]:
+        """The HTTP endpoints serving (metrics, dashboard), by name, with their bound port."""
+        return {endpoint.name: endpoint.address for endpoint in self._endpoints}
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health goes NOT_SERVING, long-polls return, in-flight RPCs get `grace`
@@ -164,6 +198,8 @@ class Coordinator:
         self._stopped = True
         await self._health.enter_graceful_shutdown()
         self.jobs.stop_waiting()
+        for endpoint in self._endpoints:
+            await endpoint.stop()
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         stopping = [self._server.stop(grace)]
         if self._http is not None:
@@ -184,6 +220,43 @@ class Coordinator:
         await stop.wait()
         log.info("coordinator.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         await self.stop()
+
+
+def _http_servers(
+    config: ServerConfig,
+    metrics: PrometheusMetrics | None,
+    jobs: JobService,
+    queues: QueueService,
+    schedules: ScheduleService,
+    clock: Clock,
+) -> list[EndpointServer]:
+    if metrics is None:
+        return []
+    servers = []
+    if config.metrics_listen is not None:
+        from conveyor_server.observability.endpoint import metrics_app
+
+        servers.append(EndpointServer(metrics_app(metrics, queues), config.metrics_listen, "metrics"))
+    if config.dashboard_listen is not None:
+        from conveyor_server.dashboard.app import (
+            DashboardServices,
+            allowed_hosts,
+            dashboard_app,
+        )
+
+        app = dashboard_app(
+            DashboardServices(jobs, queues, schedules, metrics, clock),
+            allowed_hosts(config.dashboard_listen),
+        )
+        if not _loopback(config.dashboard_listen):
+            # No login: anyone who reaches the port can replay and cancel jobs.
+            log.warning("dashboard.not_loopback", listen=config.dashboard_listen)
+        servers.append(EndpointServer(app, config.dashboard_listen, "dashboard"))
+    return servers
+
+
+def _loopback(listen: str) -> bool:
+    return listen.rsplit(":", 1)[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
 
 
 class _HealthReporter:

@@ -16,6 +16,7 @@ import structlog
 
 from conveyor_server.core import lifecycle
 from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
+from conveyor_server.core.metrics import Finish, Metrics, NoMetrics
 from conveyor_server.core.model import (
     EnqueueResult,
     HeartbeatParams,
@@ -82,8 +83,10 @@ class JobService:
         scheduled_alarm: DueTimeAlarm,
         expiry_alarm: DueTimeAlarm,
         task_types: TaskTypeService,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics: Metrics = metrics or NoMetrics()
         self._task_types = task_types
         self._clock = clock
         self._config = config
@@ -128,6 +131,7 @@ class JobService:
 
     def after_enqueue(self, results: Sequence[EnqueueResult]) -> None:
         available: Counter[tuple[str, str]] = Counter()
+        self._metrics.enqueued([r for r in results if not r.deduplicated], self._clock.now())
         for result in results:
             if result.deduplicated:
                 continue
@@ -211,6 +215,7 @@ class JobService:
         if current is not None:
             # News that reached this call while it claimed what it returns: another may use it.
             self._wakeups.forward(current)
+        self._metrics.leased(leased, self._clock.now())
         for job in leased:
             log.info(
                 "job.leased",
@@ -274,6 +279,8 @@ class JobService:
             if batch.jobs:
                 await self.hand_back(batch.jobs)
             raise
+        if batch.dry_until:
+            self._metrics.lease_held_back(list(batch.dry_until))
         for queue in params.queues:
             if queue in batch.dry_until:
                 self._dry_until[queue] = (batch.dry_until[queue], params.now)
@@ -319,9 +326,25 @@ class JobService:
     async def receipt(
         self, receipts: Sequence[ReceiptParams]
     ) -> list[TransitionResult | ConveyorError]:
-        outcomes = await self._store.settle(receipts, self._clock.now(), lifecycle.decide_receipt)
-        self.after_transitions([o for o in outcomes if isinstance(o, TransitionResult)])
+        now = self._clock.now()
+        outcomes = await self._store.settle(receipts, now, lifecycle.decide_receipt)
+        settled = [
+            (outcome, receipt.outcome)
+            for outcome, receipt in zip(outcomes, receipts, strict=True)
+            if isinstance(outcome, TransitionResult)
+        ]
+        for result, sent in settled:
+            if not result.replayed:
+                self._metrics.finished(result, _finish(result.state, sent), now)
+        self.after_transitions([result for result, _ in settled])
         return outcomes
+
+    def after_expiry(self, expired: Sequence[TransitionResult]) -> None:
+        """Leases the reaper ended because they expired without a receipt."""
+        now = self._clock.now()
+        for result in expired:
+            self._metrics.finished(result, Finish.EXPIRED, now)
+        self.after_transitions(expired, event="job.lease_expired")
 
     def after_transitions(
         self, results: Sequence[TransitionResult], event: str | None = None, *, leased: bool = True
@@ -354,6 +377,7 @@ class JobService:
         self._finished.notify(done)
 
     def after_promotion(self, promoted: Sequence[TransitionResult]) -> None:
+        self._metrics.promoted(promoted)
         self.after_transitions(promoted, event="job.due", leased=False)
 
     # -- admin -------------------------------------------------------------------------------
@@ -365,8 +389,11 @@ class JobService:
         return await self._store.list_jobs(params)
 
     async def cancel(self, job_id: str) -> Job:
-        job = await self._store.cancel(job_id, self._clock.now())
+        now = self._clock.now()
+        job = await self._store.cancel(job_id, now)
         if job.state == JobState.CANCELLED:
+            if job.finished_at == now:  # cancelled by this call, not an earlier one
+                self._metrics.finished(_as_result(job), Finish.CANCELLED, now)
             log.info(
                 "job.cancelled",
                 job_id=job.job_id,
@@ -389,6 +416,7 @@ class JobService:
 
     async def retry(self, job_id: str) -> Job:
         job = await self._store.retry(job_id, self._clock.now())
+        self._metrics.promoted([_as_result(job)])
         log.info(
             "job.replayed",
             job_id=job.job_id,
@@ -419,6 +447,29 @@ class JobService:
                 recheck = _WAIT_RECHECK_SECONDS * random.uniform(0.8, 1.2)
                 await _first_of(subscription.event, self._stopping, min(remaining, recheck))
                 subscription.event.clear()
+
+
+def _as_result(job: Job) -> TransitionResult:
+    return TransitionResult(
+        job_id=job.job_id,
+        queue=job.queue,
+        task_type=job.task_type,
+        attempt=job.attempt,
+        worker_id=job.leased_by or "",
+        state=job.state,
+        run_at=job.run_at,
+    )
+
+
+def _finish(state: JobState, sent: Outcome) -> Finish:
+    """How a receipt ended its lease, for metrics."""
+    if state == JobState.SUCCEEDED:
+        return Finish.SUCCEEDED
+    if state == JobState.FAILED:
+        return Finish.FAILED
+    if state == JobState.CANCELLED:
+        return Finish.CANCELLED
+    return Finish.RELEASED if sent == Outcome.RELEASE else Finish.RETRIED
 
 
 def _capability(task_types: tuple[TaskTypeRef, ...]) -> Capability:

@@ -10,9 +10,11 @@ import structlog
 
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import JobService
+from conveyor_server.core.metrics import Metrics, NoMetrics
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
 from conveyor_server.core.schedule_service import ScheduleService
+from conveyor_server.core.schedules import MISFIRE_GRACE
 from conveyor_server.maintenance.base import BackgroundService, RunResult
 from conveyor_server.store.base import Store
 
@@ -36,8 +38,10 @@ class CronFirer(BackgroundService):
         clock: Clock,
         alarm: DueTimeAlarm,
         config: CronConfig = CronConfig(),
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(clock, alarm)
+        self._metrics: Metrics = metrics or NoMetrics()
         self._store = store
         self._schedules = schedules
         self._jobs = jobs
@@ -50,6 +54,9 @@ class CronFirer(BackgroundService):
         self._count_isolated(fired.isolated)
         fires = fired.done
         for fire in fires:
+            self._metrics.schedule_fired(
+                fire.schedule, skipped=fire.job_id is None, late=now - fire.fire_at > MISFIRE_GRACE
+            )
             log.info(
                 "schedule.fired",
                 schedule=fire.schedule,

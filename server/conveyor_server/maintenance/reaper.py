@@ -42,7 +42,7 @@ class Reaper(BackgroundService):
         )
         self._count_isolated(rescued.isolated)
         expired = rescued.done
-        self._jobs.after_transitions(expired, event="job.lease_expired")
+        self._jobs.after_expiry(expired)
         due = await self._store.due_times()
         return RunResult(
             processed=len(expired),
