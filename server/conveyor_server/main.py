@@ -236,7 +236,9 @@ def _http_servers(
     if config.metrics_listen is not None:
         from conveyor_server.observability.endpoint import metrics_app
 
-        servers.append(EndpointServer(metrics_app(metrics, queues), config.metrics_listen, "metrics"))
+        servers.append(
+            EndpointServer(metrics_app(metrics, queues), config.metrics_listen, "metrics")
+        )
     if config.dashboard_listen is not None:
         from conveyor_server.dashboard.app import (
             DashboardServices,
