@@ -9,9 +9,10 @@ every job's row; after each step the whole queue is read back (ListJobs, and Get
 jobs the step acted on, with their attempt history) and must equal the model, and each job's
 state change must be one drawn in docs/state-machine.md, by the transition the step makes.
 
-Deterministic: time is a FakeClock, the background services are stopped so that nothing runs
-between steps, the retry policy has no jitter, and Hypothesis is derandomized with no example
-database. One coordinator database serves every example; each example has its own queue.
+Deterministic: time is a FakeClock, the background services are never started (the steps run
+them) so that nothing moves between steps, the retry policy has no jitter, and Hypothesis is
+derandomized with no example database. One coordinator database serves every example; each
+example has its own queue.
 
 The database comes from conftest's `server_config` fixture: when that fixture is parametrised
 over database URLs (SQLite, PostgreSQL), this test runs once per URL with no change here."""
@@ -26,12 +27,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import grpc
+import pytest
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
-from conveyor_server.maintenance.base import RunResult
+from conveyor_server.maintenance.base import BackgroundService, RunResult
 from google.protobuf.duration_pb2 import Duration
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -124,16 +126,17 @@ class ModelJob:
     attempt: int = 0
     # The token the row holds: the current lease's, or the one a receipt settled (kept so
     # that a repeat of that receipt is recognised); None after an expiry or a retry.
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     lease_expires_at: int | None = None
     leased_at: int = 0
     cancel_requested: bool = False
     # Outcome and result of the receipt the kept token settled the job with.
     digest: tuple[int, bytes] | None = None
     history: int = 0  # finished attempts recorded
-    tokens: list[str] = field(default_factory=list)  # every token handed out, oldest first
+    # Every token handed out, oldest first (kept out of messages, as tokens are secrets).
+    tokens: list[str] = field(default_factory=list, repr=False)
     # The last receipt sent for this job, to repeat exactly.
-    last_receipt: pb.ReceiptRequest | None = None
+    last_receipt: pb.ReceiptRequest | None = field(default=None, repr=False)
 
 
 def some_job_in(*states: int) -> Callable[[JobLifecycle], bool]:
@@ -152,7 +155,7 @@ class Coordinators:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self.coordinator = self.run(self._start())
+        self.coordinator = self.run(Coordinator.start(self.config, clock=self.clock))
         self._connect()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -161,18 +164,6 @@ class Coordinators:
     def _connect(self) -> None:
         self.channel = grpc.insecure_channel(self.coordinator.address)
         self.stub = rpc.CoordinatorServiceStub(self.channel)
-
-    async def _start(self) -> Coordinator:
-        coordinator = await Coordinator.start(self.config, clock=self.clock)
-        # The tests call run_once themselves: nothing may move between two steps.
-        for service in (
-            coordinator.reaper,
-            coordinator.waker,
-            coordinator.cron,
-            coordinator.pruner,
-        ):
-            await service.stop()
-        return coordinator
 
     def reap(self) -> None:
         self._until_done(self.coordinator.reaper.run_once)
@@ -192,7 +183,7 @@ class Coordinators:
         dead = self.coordinator
         self.channel.close()
         self.run(_kill(dead))
-        self.coordinator = self.run(self._start())
+        self.coordinator = self.run(Coordinator.start(self.config, clock=self.clock))
         # The dead process's connections go last (a real one's close as the kernel reaps it).
         self.run(dead._store.close())
         self._connect()
@@ -302,7 +293,7 @@ class JobLifecycle(RuleBasedStateMachine):
         reply = self.h.stub.Enqueue(pb.EnqueueRequest(job=spec), timeout=CALL_TIMEOUT)
         run_at = self.now + (delay or 0) * S
         state = SCHEDULED if run_at > self.now else AVAILABLE
-        assert reply.state == state and not reply.deduplicated
+        assert reply.state == state and not reply.deduplicated, f"enqueue: {reply}"
         assert reply.job_id not in self.jobs
         self.jobs[reply.job_id] = ModelJob(reply.job_id, max_attempts, state, run_at)
 
@@ -326,8 +317,9 @@ class JobLifecycle(RuleBasedStateMachine):
         for leased in reply.jobs:
             job = self.jobs[leased.job_id]
             # A finished job is never leased again, unless RetryJob made it AVAILABLE.
-            assert job.state == AVAILABLE
-            assert leased.lease_token and leased.lease_token not in handed_out
+            assert job.state == AVAILABLE, f"leased a {state_name(job.state)} job: {job}"
+            assert leased.lease_token not in handed_out, "a lease token was handed out twice"
+            assert len(leased.lease_token) == 32, "a lease token is 128 bits in hex"
             job.state = LEASED
             job.attempt += 1
             job.token = leased.lease_token
@@ -335,9 +327,9 @@ class JobLifecycle(RuleBasedStateMachine):
             job.leased_at = self.now
             job.lease_expires_at = self.now + LEASE_SECONDS * S
             job.digest = None
-            assert leased.attempt == job.attempt
-            assert leased.max_attempts == job.max_attempts
-            assert leased.lease_expires_at.ToMicroseconds() == job.lease_expires_at
+            assert leased.attempt == job.attempt, f"lease: attempt {leased.attempt}, model {job}"
+            assert leased.max_attempts == job.max_attempts, f"lease: model {job}"
+            assert leased.lease_expires_at.ToMicroseconds() == job.lease_expires_at, "lease"
 
     @precondition(_has_tokens)
     @rule(data=st.data())
@@ -353,11 +345,11 @@ class JobLifecycle(RuleBasedStateMachine):
         if reply is None:
             return
         # At most one valid lease per job: only the latest token handed out is ever accepted.
-        assert token == job.tokens[-1]
+        assert token == job.tokens[-1], f"a stale token held the lease: {job}"
         assert job.lease_expires_at is not None
         job.lease_expires_at = max(job.lease_expires_at, self.now + LEASE_SECONDS * S)
-        assert reply.lease_expires_at.ToMicroseconds() == job.lease_expires_at
-        assert reply.cancel_requested == job.cancel_requested
+        assert reply.lease_expires_at.ToMicroseconds() == job.lease_expires_at, f"{job}"
+        assert reply.cancel_requested == job.cancel_requested, f"heartbeat: model {job}"
 
     def _holds(self, job: ModelJob, token: str) -> bool:
         return (
@@ -411,11 +403,11 @@ class JobLifecycle(RuleBasedStateMachine):
         assert code == (OK if expected else REFUSED), f"receipt {code}, model {expected}"
         if reply is None:
             return
-        assert reply.state == job.state, (reply.state, job.state)
+        assert reply.state == job.state, f"receipt: {state_name(reply.state)}, model {job}"
         if job.state in PENDING:
-            assert reply.next_run_at.ToMicroseconds() == job.run_at
+            assert reply.next_run_at.ToMicroseconds() == job.run_at, f"receipt: model {job}"
         else:
-            assert not reply.HasField("next_run_at")
+            assert not reply.HasField("next_run_at"), f"receipt: model {job}"
 
     def _settle(self, job: ModelJob, request: pb.ReceiptRequest) -> bool:
         """Applies a receipt to the model the way docs/state-machine.md says (Fencing); False
@@ -462,15 +454,15 @@ class JobLifecycle(RuleBasedStateMachine):
         job = self._pick(data, "job")
         code, reply = self._call(self.h.stub.CancelJob, pb.CancelJobRequest(job_id=job.job_id))
         if job.state in (SUCCEEDED, FAILED):
-            assert code == REFUSED
+            assert code == REFUSED, f"cancel of a finished job: {job}"
             return
         assert reply is not None, f"cancel of a {state_name(job.state)} job refused"
         if job.state in PENDING:
             job.state = CANCELLED
         elif job.state == LEASED:
             job.cancel_requested = True  # the receipt or the expiry ends it
-        assert reply.state == job.state
-        assert reply.cancel_requested == job.cancel_requested
+        assert reply.state == job.state, f"cancel: {state_name(reply.state)}, model {job}"
+        assert reply.cancel_requested == job.cancel_requested, f"cancel: model {job}"
 
     @precondition(some_job_in(FAILED, CANCELLED))
     @rule(data=st.data())
@@ -480,7 +472,7 @@ class JobLifecycle(RuleBasedStateMachine):
         self.reread.add(job.job_id)
         code, reply = self._call(self.h.stub.RetryJob, pb.RetryJobRequest(job_id=job.job_id))
         if job.state not in (FAILED, CANCELLED):
-            assert code == REFUSED
+            assert code == REFUSED, f"retry of a {state_name(job.state)} job"
             return
         assert reply is not None, f"retry of a {state_name(job.state)} job refused"
         self.uncounted.add(job.job_id)
@@ -491,7 +483,7 @@ class JobLifecycle(RuleBasedStateMachine):
         job.lease_expires_at = None
         job.cancel_requested = False
         job.digest = None
-        assert reply.state == AVAILABLE and reply.attempt == 0
+        assert reply.state == AVAILABLE and reply.attempt == 0, f"retry: {reply.state}"
 
     # -- time and maintenance ----------------------------------------------------------------
 
@@ -517,8 +509,7 @@ class JobLifecycle(RuleBasedStateMachine):
         self._promote_due()
 
     def _may_crash(self) -> bool:
-        # A restart costs 30-150 ms (its pruner's first run visits every queue of the shared
-        # database), ten to fifty steps' worth: a few per sequence, while something is in
+        # A restart costs ~30 ms, ten steps' worth: a few per sequence, while something is in
         # flight (a lease to keep or rescue, a due time to honour).
         in_flight = some_job_in(LEASED, SCHEDULED)(self)
         return in_flight and self.crashes < MAX_CRASHES
@@ -628,7 +619,13 @@ class JobLifecycle(RuleBasedStateMachine):
             assert row.leased_by == WORKER, where
 
 
-def test_the_job_lifecycle_follows_the_model(server_config: ServerConfig) -> None:
+def test_the_job_lifecycle_follows_the_model(
+    server_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The background services never run on their own: the steps call their run_once, so that
+    # nothing moves between two steps (and a restart does not wait for a first pruner pass
+    # over every queue of the shared database, ~0.7 ms a queue).
+    monkeypatch.setattr(BackgroundService, "start", lambda self: None)
     coordinators = Coordinators(replace(server_config, log_level="error"))
     try:
         JobLifecycle.coordinators = coordinators
