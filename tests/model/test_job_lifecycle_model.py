@@ -48,8 +48,10 @@ from hypothesis.stateful import (
 T = TypeVar("T")
 
 S = 1_000_000  # microseconds per second: the FakeClock's unit
-LEASE_SECONDS = 10
-INITIAL_BACKOFF_SECONDS = 1
+# A lease shorter than a backoff makes an expired job wait out the rest of its backoff,
+# counted from the start of the lost lease; a longer one makes it available at once.
+LEASE_SECONDS = (10, 1)
+INITIAL_BACKOFF_SECONDS = 2
 MULTIPLIER = 2.0
 MAX_BACKOFF_SECONDS = 3600
 MAX_CRASHES = 2  # per sequence
@@ -121,6 +123,7 @@ class ModelJob:
 
     job_id: str
     max_attempts: int
+    lease_duration: int
     state: int
     run_at: int
     attempt: int = 0
@@ -273,14 +276,18 @@ class JobLifecycle(RuleBasedStateMachine):
         return len(self.jobs) < MAX_JOBS
 
     @precondition(_may_enqueue)
-    @rule(delay=st.sampled_from([None, 0, 1, 3]), max_attempts=st.integers(1, 3))
-    def enqueue(self, delay: int | None, max_attempts: int) -> None:
+    @rule(
+        delay=st.sampled_from([None, 0, 1, 3]),
+        max_attempts=st.integers(1, 3),
+        lease_seconds=st.sampled_from(LEASE_SECONDS),
+    )
+    def enqueue(self, delay: int | None, max_attempts: int, lease_seconds: int) -> None:
         self._did("enqueue")
         spec = pb.JobSpec(
             queue=self.queue,
             task_type=TASK,
             max_attempts=max_attempts,
-            lease_duration=duration(LEASE_SECONDS * S),
+            lease_duration=duration(lease_seconds * S),
             retry_policy=pb.RetryPolicy(
                 initial_backoff=duration(INITIAL_BACKOFF_SECONDS * S),
                 multiplier=MULTIPLIER,
@@ -295,7 +302,9 @@ class JobLifecycle(RuleBasedStateMachine):
         state = SCHEDULED if run_at > self.now else AVAILABLE
         assert reply.state == state and not reply.deduplicated, f"enqueue: {reply}"
         assert reply.job_id not in self.jobs
-        self.jobs[reply.job_id] = ModelJob(reply.job_id, max_attempts, state, run_at)
+        self.jobs[reply.job_id] = ModelJob(
+            reply.job_id, max_attempts, lease_seconds * S, state, run_at
+        )
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -325,7 +334,7 @@ class JobLifecycle(RuleBasedStateMachine):
             job.token = leased.lease_token
             job.tokens.append(leased.lease_token)
             job.leased_at = self.now
-            job.lease_expires_at = self.now + LEASE_SECONDS * S
+            job.lease_expires_at = self.now + job.lease_duration
             job.digest = None
             assert leased.attempt == job.attempt, f"lease: attempt {leased.attempt}, model {job}"
             assert leased.max_attempts == job.max_attempts, f"lease: model {job}"
@@ -347,7 +356,7 @@ class JobLifecycle(RuleBasedStateMachine):
         # At most one valid lease per job: only the latest token handed out is ever accepted.
         assert token == job.tokens[-1], f"a stale token held the lease: {job}"
         assert job.lease_expires_at is not None
-        job.lease_expires_at = max(job.lease_expires_at, self.now + LEASE_SECONDS * S)
+        job.lease_expires_at = max(job.lease_expires_at, self.now + job.lease_duration)
         assert reply.lease_expires_at.ToMicroseconds() == job.lease_expires_at, f"{job}"
         assert reply.cancel_requested == job.cancel_requested, f"heartbeat: model {job}"
 
@@ -546,6 +555,7 @@ class JobLifecycle(RuleBasedStateMachine):
             else:
                 # The backoff counts from the start of the lost lease.
                 due = max(self.now, job.leased_at + backoff(job.attempt))
+                event(f"lease expired: {'waits out its backoff' if due > self.now else 'due'}")
                 self._pend(job, due - self.now)
 
     def _promote_due(self) -> None:
