@@ -50,8 +50,8 @@ T = TypeVar("T")
 S = 1_000_000  # microseconds per second: the FakeClock's unit
 # A lease shorter than a backoff makes an expired job wait out the rest of its backoff,
 # counted from the start of the lost lease; a longer one makes it available at once.
-LEASE_SECONDS = (10, 1)
-INITIAL_BACKOFF_SECONDS = 2
+LEASE_SECONDS = (1, 10)
+INITIAL_BACKOFF_SECONDS = 3
 MULTIPLIER = 2.0
 MAX_BACKOFF_SECONDS = 3600
 MAX_CRASHES = 2  # per sequence
@@ -70,6 +70,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
+RECEIPTS = ["success", "success-result", "failure", "failure-final", "release"]
 SCHEDULED = pb.JOB_STATE_SCHEDULED
 AVAILABLE = pb.JOB_STATE_AVAILABLE
 LEASED = pb.JOB_STATE_LEASED
@@ -99,6 +100,10 @@ TRANSITIONS: dict[str, frozenset[tuple[int, int]]] = {
 }
 # A step that is no arrow at all (a clock advance): nothing may change.
 QUIET: frozenset[tuple[int, int]] = frozenset()
+
+
+def _code(number: int) -> grpc.StatusCode:
+    return next(code for code in grpc.StatusCode if code.value[0] == number)
 
 
 def state_name(state: int) -> str:
@@ -368,30 +373,31 @@ class JobLifecycle(RuleBasedStateMachine):
             and job.lease_expires_at > self.now
         )
 
-    @precondition(_has_tokens)
-    @rule(
-        data=st.data(),
-        outcome=st.sampled_from(
-            ["success", "success-result", "failure", "failure-final", "release"]
-        ),
-        retry_after=st.sampled_from([None, 0, 3]),
-    )
-    def receipt(self, data: st.DataObject, outcome: str, retry_after: int | None) -> None:
+    def _draw_receipt(self, data: st.DataObject) -> pb.ReceiptRequest:
+        """A receipt for a job leased before, with its latest or a stale token."""
         job, token = self._pick_leased_before(data)
+        outcome = data.draw(st.sampled_from(RECEIPTS), label="outcome")
         request = pb.ReceiptRequest(job_id=job.job_id, lease_token=token)
         if outcome.startswith("success"):
             request.outcome = pb.OUTCOME_SUCCESS
             request.result = b"done" if outcome == "success-result" else b""
-        elif outcome == "release":
+            return request
+        if outcome == "release":
             request.outcome = pb.OUTCOME_RELEASE
         else:
             request.outcome = pb.OUTCOME_FAILURE
             request.error.CopyFrom(
                 pb.JobError(message="boom", type="Boom", non_retryable=outcome == "failure-final")
             )
-        if retry_after is not None and not outcome.startswith("success"):
+        retry_after = data.draw(st.sampled_from([None, 0, 3]), label="retry_after")
+        if retry_after is not None:
             request.retry_after.CopyFrom(duration(retry_after * S))
-        self._send_receipt(job, request)
+        return request
+
+    @precondition(_has_tokens)
+    @rule(data=st.data())
+    def receipt(self, data: st.DataObject) -> None:
+        self._send_receipts([self._draw_receipt(data)], batch=False)
 
     @precondition(_has_receipts)
     @rule(data=st.data())
@@ -400,23 +406,48 @@ class JobLifecycle(RuleBasedStateMachine):
         sent = [job for job in self.jobs.values() if job.last_receipt is not None]
         job = data.draw(st.sampled_from(sent), label="job")
         assert job.last_receipt is not None
-        self._send_receipt(job, job.last_receipt)
+        self._send_receipts([job.last_receipt], batch=False)
 
-    def _send_receipt(self, job: ModelJob, request: pb.ReceiptRequest) -> None:
-        settle = f"settle {pb.Outcome.Name(request.outcome).removeprefix('OUTCOME_')}"
-        self._did(settle, *(["cancel (LEASED)"] if job.cancel_requested else []))
-        job.last_receipt = request
-        self.reread.add(job.job_id)
-        code, reply = self._call(self.h.stub.Receipt, request)
-        expected = self._settle(job, request)
-        assert code == (OK if expected else REFUSED), f"receipt {code}, model {expected}"
-        if reply is None:
-            return
-        assert reply.state == job.state, f"receipt: {state_name(reply.state)}, model {job}"
-        if job.state in PENDING:
-            assert reply.next_run_at.ToMicroseconds() == job.run_at, f"receipt: model {job}"
+    @precondition(_has_tokens)
+    @rule(data=st.data(), size=st.integers(2, 3))
+    def receipt_batch(self, data: st.DataObject, size: int) -> None:
+        """Several receipts in one ReceiptBatch, the same job maybe more than once: each item
+        is applied as if it came alone, in order."""
+        self._send_receipts([self._draw_receipt(data) for _ in range(size)], batch=True)
+
+    def _send_receipts(self, requests: list[pb.ReceiptRequest], *, batch: bool) -> None:
+        names = {f"settle {pb.Outcome.Name(r.outcome).removeprefix('OUTCOME_')}" for r in requests}
+        if any(self.jobs[r.job_id].cancel_requested for r in requests):
+            names.add("cancel (LEASED)")
+        self._did(*sorted(names))
+        results: list[tuple[grpc.StatusCode, pb.ReceiptResponse | None]]
+        if batch:
+            reply = self.h.stub.ReceiptBatch(
+                pb.ReceiptBatchRequest(receipts=requests), timeout=CALL_TIMEOUT
+            )
+            results = [
+                (grpc.StatusCode.OK if item.code == 0 else _code(item.code), item.response)
+                for item in reply.results
+            ]
+            assert len(results) == len(requests), f"{len(results)} results"
         else:
-            assert not reply.HasField("next_run_at"), f"receipt: model {job}"
+            results = [self._call(self.h.stub.Receipt, requests[0])]
+        for request, (code, response) in zip(requests, results, strict=True):
+            job = self.jobs[request.job_id]
+            job.last_receipt = request
+            self.reread.add(job.job_id)
+            expected = self._settle(job, request)
+            assert code == (OK if expected else REFUSED), f"receipt {code}, model {expected}"
+            if not expected:
+                continue
+            assert response is not None
+            assert response.state == job.state, (
+                f"receipt: {state_name(response.state)}, model {job}"
+            )
+            if job.state in PENDING:
+                assert response.next_run_at.ToMicroseconds() == job.run_at, f"model {job}"
+            else:
+                assert not response.HasField("next_run_at"), f"receipt: model {job}"
 
     def _settle(self, job: ModelJob, request: pb.ReceiptRequest) -> bool:
         """Applies a receipt to the model the way docs/state-machine.md says (Fencing); False
