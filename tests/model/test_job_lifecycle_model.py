@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
@@ -159,6 +160,8 @@ class Coordinators:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        # Queue names are new on every run, should the database outlive one (a shared server).
+        self.run_id = uuid.uuid4().hex[:8]
         self.clock = FakeClock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -218,7 +221,7 @@ class JobLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.h = self.coordinators
-        self.queue = f"model-{next(self._queues)}"
+        self.queue = f"model-{self.h.run_id}-{next(self._queues)}"
         self.jobs: dict[str, ModelJob] = {}
         # Last state read back from the server, per job (the invariant compares with it).
         self.seen: dict[str, int] = {}
