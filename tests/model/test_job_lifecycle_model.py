@@ -1,13 +1,14 @@
 """Issue 9, item 4: a model-based test of the job lifecycle against a real coordinator.
 
 Hypothesis drives a RuleBasedStateMachine over raw gRPC (never the SDK): enqueue, lease,
-heartbeat, receipts (success, retryable and non-retryable failure, release; with the current
-token, stale tokens and exact repeats), cancel, retry, clock advances, the reaper and the
-waker (their `run_once`, called directly at the fake clock's now), and a coordinator crash
-followed by a restart on the same database. A plain-Python model predicts every reply and
-every job's row; after each step the whole queue is read back (ListJobs, and GetJob for the
-jobs the step acted on, with their attempt history) and must equal the model, and each job's
-state change must be one drawn in docs/state-machine.md, by the transition the step makes.
+heartbeat, receipts alone and in a ReceiptBatch (success, retryable and non-retryable
+failure, release; with the current token, stale tokens and exact repeats), cancel, retry,
+clock advances, the reaper and the waker (their `run_once`, called directly at the fake
+clock's now), and a coordinator crash followed by a restart on the same database. A
+plain-Python model predicts every reply and every job's row; after each step the whole queue
+is read back (ListJobs, and GetJob for the jobs the step acted on, with their attempt
+history) and must equal the model, and each job's state change must be one drawn in
+docs/state-machine.md, by the transition the step makes.
 
 Deterministic: time is a FakeClock, the background services are never started (the steps run
 them) so that nothing moves between steps, the retry policy has no jitter, and Hypothesis is
