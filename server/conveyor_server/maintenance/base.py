@@ -13,7 +13,7 @@ import structlog
 from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
-from conveyor_server.store.base import Isolated
+from conveyor_server.core.ports import Isolated
 
 log = structlog.get_logger("conveyor.maintenance")
 
@@ -39,7 +39,7 @@ class BackgroundService:
         self._alarm = alarm
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Rows set aside because they could not be processed (store.base.Isolated): each one
+        # Rows set aside because they could not be processed (core.ports.Isolated): each one
         # is marked by the store so that it is not met again, and the service goes on.
         self.isolated_rows = 0
 
