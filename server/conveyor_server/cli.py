@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 from conveyor.cli import add_client_commands
 
-from conveyor_server.config import DEFAULT_DB_URL, DEFAULT_LISTEN, ConfigError, ServerConfig
+from conveyor_server.config import (
+    DEFAULT_DB_POOL_SIZE,
+    DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS,
+    DEFAULT_DB_URL,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+)
 from conveyor_server.errors import DatabaseInUse
 
 
@@ -48,6 +55,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         log_format=args.log_format,
         log_level=args.log_level,
         shutdown_grace_seconds=args.shutdown_grace,
+        db_pool_size=args.db_pool_size,
+        db_statement_timeout_seconds=args.db_statement_timeout,
     )
 
 
@@ -59,7 +68,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(SQLite) and listens on " + DEFAULT_LISTEN + ".",
     )
     serve.add_argument(
-        "--db", default=DEFAULT_DB_URL, help="SQLAlchemy database URL (default: %(default)s)"
+        "--db",
+        default=DEFAULT_DB_URL,
+        help="database URL: sqlite:///path.db, or postgresql://user@host/db to share one "
+        "database between coordinators (default: %(default)s)",
     )
     serve.add_argument(
         "--listen", default=DEFAULT_LISTEN, help="host:port to listen on (default: %(default)s)"
@@ -69,6 +81,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="FULL",
         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
         help="SQLite PRAGMA synchronous; FULL survives power loss (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=DEFAULT_DB_POOL_SIZE,
+        help="PostgreSQL: reader connections per coordinator, besides its one writer "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--db-statement-timeout",
+        type=float,
+        default=DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="PostgreSQL: the server cancels a statement running longer; 0 for no limit "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--max-payload-bytes",

@@ -15,6 +15,12 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 ENVELOPE_BYTES = 4 * 1024 * 1024
 MAX_PAYLOAD_LIMIT = (MAX_MESSAGE_BYTES - ENVELOPE_BYTES) // 3  # 20 MiB
 MAX_MAX_DEPTH = 10_000
+# PostgreSQL: reader connections per coordinator (its writer holds one more), and how long
+# one statement may run before the server cancels it. See store/dialects.py for the why.
+DEFAULT_DB_POOL_SIZE = 4
+MAX_DB_POOL_SIZE = 100
+DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS = 30.0
+MAX_DB_STATEMENT_TIMEOUT_SECONDS = 3600.0
 
 
 class ConfigError(ValueError):
@@ -23,7 +29,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    # SQLAlchemy URL of the store: sqlite:///path.db (default).
+    # SQLAlchemy URL of the store: sqlite:///path.db (default), or postgresql://user@host/db
+    # (several coordinators may share one PostgreSQL database).
     db_url: str = DEFAULT_DB_URL
     # host:port to listen on; port 0 picks a free port (see Coordinator.address).
     listen: str = DEFAULT_LISTEN
@@ -40,6 +47,9 @@ class ServerConfig:
     shutdown_grace_seconds: float = 10.0
     # Most jobs one writer transaction takes at once (group commit size).
     max_write_batch: int = 1000
+    # PostgreSQL only: reader connections per coordinator; statement timeout (0: none).
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    db_statement_timeout_seconds: float = DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -62,4 +72,14 @@ class ServerConfig:
             found.append(f"--shutdown-grace must be between 0 and 3600 seconds, not {grace}")
         if self.max_write_batch < 1:
             found.append(f"max_write_batch must be at least 1, not {self.max_write_batch}")
+        if not 1 <= self.db_pool_size <= MAX_DB_POOL_SIZE:
+            found.append(
+                f"--db-pool-size must be between 1 and {MAX_DB_POOL_SIZE}, not {self.db_pool_size}"
+            )
+        timeout = self.db_statement_timeout_seconds
+        if not (math.isfinite(timeout) and 0 <= timeout <= MAX_DB_STATEMENT_TIMEOUT_SECONDS):
+            found.append(
+                "--db-statement-timeout must be between 0 (no limit) and "
+                f"{MAX_DB_STATEMENT_TIMEOUT_SECONDS:g} seconds, not {timeout}"
+            )
         return found

@@ -29,6 +29,7 @@ from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.pruner import Pruner
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
+from conveyor_server.store.dialects import PoolSettings
 from conveyor_server.store.sql import SqlStore
 
 log = structlog.get_logger("conveyor.server")
@@ -60,6 +61,10 @@ class Coordinator:
             sqlite_synchronous=config.sqlite_synchronous,
             max_write_batch=config.max_write_batch,
             on_write_health=_HealthReporter(health).store_writable,
+            pool=PoolSettings(
+                size=config.db_pool_size,
+                statement_timeout_ms=round(config.db_statement_timeout_seconds * 1000),
+            ),
         )
         await store.open()
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
