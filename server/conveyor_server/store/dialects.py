@@ -182,6 +182,17 @@ def insert_ignoring_existing(dialect: Dialect, table: sa.Table) -> Any:
     return _dialect_module(dialect).insert(table).on_conflict_do_nothing()
 
 
+def insert_or_update(dialect: Dialect, table: sa.Table, update: Sequence[str]) -> Any:
+    """INSERT that updates the `update` columns of a row whose primary key exists. Two
+    coordinators writing one key at once then both succeed (the second waits, then updates)
+    where a plain INSERT after a DELETE would fail the second on the key."""
+    insert = _dialect_module(dialect).insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={name: insert.excluded[name] for name in update},
+    )
+
+
 def _upsert_buckets(module: Any) -> Prepared:
     insert = module.insert(throttle_buckets).values(
         {c.name: sa.bindparam(c.name) for c in throttle_buckets.c}

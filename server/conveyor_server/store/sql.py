@@ -355,7 +355,8 @@ class SqlStore:
     ) -> Queue:
         def run(conn: Connection) -> Queue:
             queues_sql.ensure_queues(conn, [name], now)
-            row = (queues_sql.queue_rows(conn, [name]))[name]
+            # Locked (PostgreSQL): two coordinators changing one queue apply in turn.
+            row = queues_sql.queue_rows(conn, [name], lock=True)[name]
             config = change(queues_sql.queue_config(row))
             conn.execute(
                 sa.update(queues)
@@ -403,6 +404,12 @@ class SqlStore:
 
     async def update_schedule(self, name: str, change: Callable[[Schedule], Schedule]) -> Schedule:
         def run(conn: Connection) -> Schedule:
+            # Locked (PostgreSQL): a concurrent change or fire on another coordinator waits.
+            conn.execute(
+                dialects.lock_rows(
+                    conn.dialect, sa.select(schedules.c.name).where(schedules.c.name == name)
+                )
+            )
             updated = change(schedules_sql.load(conn, name))
             schedules_sql.save(conn, updated)
             return updated
@@ -424,12 +431,15 @@ class SqlStore:
     def _fire(
         self, conn: Connection, now: Micros, limit: int, planner: FirePlanner, max_depth: int
     ) -> Processed[list[Fire]]:
-        rows = conn.execute(
+        due = (
             sa.select(schedules)
             .where(schedules.c.next_fire_at <= now, schedules.c.paused.is_(False))
             .order_by(schedules.c.next_fire_at)
             .limit(limit)
-        ).all()
+        )
+        # A schedule another coordinator is firing is skipped, not waited for; the unique
+        # (schedule, fire time) row keeps each fire once regardless.
+        rows = conn.execute(dialects.lock_rows(conn.dialect, due, skip_locked=True)).all()
 
         def fire(batch: Sequence[Any]) -> list[Fire]:
             fired: list[Fire] = []

@@ -1,0 +1,137 @@
+"""Two coordinators on one PostgreSQL database (issue 9): claims, limits and receipts stay
+exact when both serve at once. Each coordinator has its own writer connection, so their
+transactions really interleave in the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from conveyor.v1 import coordinator_pb2 as pb
+from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor_server.config import ServerConfig
+from conveyor_server.core.clock import FakeClock
+from conveyor_server.main import Coordinator
+from databases import PostgresServer
+from google.protobuf.field_mask_pb2 import FieldMask
+from store_support import TASK, query, store_of
+
+QUEUE = "shared"
+
+
+@pytest.fixture
+async def pair(
+    postgres: PostgresServer, clock: FakeClock
+) -> AsyncIterator[list[tuple[Coordinator, rpc.CoordinatorServiceStub]]]:
+    config = ServerConfig(
+        db_url=postgres.clean_database(), listen="127.0.0.1:0", log_level="warning"
+    )
+    started: list[tuple[Coordinator, grpc.aio.Channel]] = []
+    try:
+        for _ in range(2):
+            coordinator = await Coordinator.start(config, clock=clock)
+            started.append((coordinator, grpc.aio.insecure_channel(coordinator.address)))
+        yield [(c, rpc.CoordinatorServiceStub(ch)) for c, ch in started]
+    finally:
+        for coordinator, channel in started:
+            await channel.close()
+            await coordinator.stop(grace=1.0)
+
+
+async def _fill(stub: rpc.CoordinatorServiceStub, count: int) -> None:
+    jobs = [pb.JobSpec(queue=QUEUE, task_type=TASK) for _ in range(count)]
+    await stub.EnqueueBatch(pb.EnqueueBatchRequest(jobs=jobs))
+
+
+async def _lease_everywhere(
+    stubs: list[rpc.CoordinatorServiceStub], rounds: int, max_jobs: int
+) -> list[pb.LeasedJob]:
+    """`rounds` Leases on each coordinator at once; every job handed out."""
+    calls = [
+        stub.Lease(pb.LeaseRequest(worker_id=f"w{i}", queues=[QUEUE], max_jobs=max_jobs))
+        for i in range(rounds)
+        for stub in stubs
+    ]
+    return [job for reply in await asyncio.gather(*calls) for job in reply.jobs]
+
+
+async def _set_queue(stub: rpc.CoordinatorServiceStub, queue: pb.Queue, path: str) -> None:
+    await stub.UpdateQueue(pb.UpdateQueueRequest(queue=queue, update_mask=FieldMask(paths=[path])))
+
+
+async def test_concurrent_leases_on_two_coordinators_hand_out_each_job_once(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    stubs = [stub for _, stub in pair]
+    await _fill(stubs[0], 300)
+    leased = await _lease_everywhere(stubs, rounds=20, max_jobs=10)
+    ids = [job.job_id for job in leased]
+    assert len(ids) == len(set(ids)) == 300
+
+
+async def test_a_concurrency_cap_holds_across_coordinators(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    stubs = [stub for _, stub in pair]
+    await _set_queue(stubs[0], pb.Queue(name=QUEUE, max_concurrency=3), "max_concurrency")
+    await _fill(stubs[1], 40)
+    leased = await _lease_everywhere(stubs, rounds=10, max_jobs=5)
+    assert len(leased) == 3
+
+
+async def test_a_rate_limit_holds_across_coordinators(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    stubs = [stub for _, stub in pair]
+    limit = pb.RateLimit(rate=0.001, burst=5)
+    await _set_queue(stubs[0], pb.Queue(name=QUEUE, rate_limit=limit), "rate_limit")
+    await _fill(stubs[1], 40)
+    leased = await _lease_everywhere(stubs, rounds=10, max_jobs=3)
+    assert len(leased) == 5
+
+
+async def test_a_limit_changed_on_one_coordinator_binds_the_other_at_once(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    (_, first), (_, second) = pair
+    await _fill(first, 10)
+    await _set_queue(first, pb.Queue(name=QUEUE, max_concurrency=2), "max_concurrency")
+    leased = await _lease_everywhere([second], rounds=1, max_jobs=10)
+    assert len(leased) == 2
+
+
+async def test_one_receipt_through_both_coordinators_at_once_is_applied_once(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    (coordinator, first), (_, second) = pair
+    await _fill(first, 1)
+    [job] = await _lease_everywhere([first], rounds=1, max_jobs=1)
+    receipt = pb.ReceiptRequest(
+        job_id=job.job_id, lease_token=job.lease_token, outcome=pb.OUTCOME_SUCCESS
+    )
+    replies = await asyncio.gather(first.Receipt(receipt), second.Receipt(receipt))
+    assert {reply.state for reply in replies} == {pb.JOB_STATE_SUCCEEDED}
+    attempts = await query(
+        store_of(coordinator), "SELECT id FROM job_attempts WHERE job_id = :id", id=job.job_id
+    )
+    assert len(attempts) == 1
+
+
+async def test_cancel_and_lease_racing_on_two_coordinators_leave_one_outcome(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    (_, first), (_, second) = pair
+    await _fill(first, 1)
+    [listed] = (await first.ListJobs(pb.ListJobsRequest(queue=QUEUE))).jobs
+    cancelled, lease = await asyncio.gather(
+        first.CancelJob(pb.CancelJobRequest(job_id=listed.job_id)),
+        second.Lease(pb.LeaseRequest(worker_id="w", queues=[QUEUE], max_jobs=1)),
+    )
+    final = await first.GetJob(pb.GetJobRequest(job_id=listed.job_id))
+    if lease.jobs:  # the lease won: the cancel asked the worker to stop
+        assert (final.state, final.cancel_requested) == (pb.JOB_STATE_LEASED, True)
+    else:  # the cancel won: nothing leased it
+        assert final.state == pb.JOB_STATE_CANCELLED
+    assert cancelled.state == final.state
