@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
+from conveyor_server.store.dialects import PoolSettings
+from conveyor_server.store.sql import SqlStore
 from databases import PostgresServer
 from google.protobuf.field_mask_pb2 import FieldMask
 from store_support import TASK, query, store_of
@@ -135,3 +138,15 @@ async def test_cancel_and_lease_racing_on_two_coordinators_leave_one_outcome(
     else:  # the cancel won: nothing leased it
         assert final.state == pb.JOB_STATE_CANCELLED
     assert cancelled.state == final.state
+
+
+async def test_a_statement_past_the_statement_timeout_is_cancelled(
+    postgres: PostgresServer,
+) -> None:
+    store = SqlStore(postgres.clean_database(), pool=PoolSettings(size=1, statement_timeout_ms=50))
+    await store.open()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+            await store._read(lambda conn: conn.exec_driver_sql("SELECT pg_sleep(5)"))
+    finally:
+        await store.close()

@@ -225,6 +225,12 @@ class SqlStore:
         self._declarations.rolled_back()
 
     def _apply_group(self, conn: Connection, group: list[WriteOp]) -> None:
+        if conn.dialect.name == "postgresql" and not any(op.must_sync for op in group):
+            # PostgreSQL's counterpart of SQLite's relaxed sync for a group of only leases and
+            # heartbeats: commit without waiting for the WAL flush. The next synced commit
+            # flushes it too, as WAL keeps commits in order. Per transaction (SET LOCAL), so
+            # it holds behind PgBouncer in transaction mode too.
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         # Batches first, one by one, so that an all-or-none batch that fails and is undone can
         # never be what a single enqueue in the same group deduplicated against.
         singles: list[WriteOp] = []
