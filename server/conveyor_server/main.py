@@ -26,9 +26,11 @@ from conveyor_server.core.schedule_service import ScheduleService
 from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.logs import configure_logging
 from conveyor_server.maintenance.cron import CronConfig, CronFirer
+from conveyor_server.maintenance.leader import Leadership, holder_id
 from conveyor_server.maintenance.pruner import Pruner
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
+from conveyor_server.store import dialects
 from conveyor_server.store.dialects import PoolSettings
 from conveyor_server.store.sql import SqlStore
 
@@ -128,6 +130,12 @@ class Coordinator:
             store, schedules, jobs, clock, cron_alarm, CronConfig(max_depth=config.max_depth)
         )
         pruner = Pruner(store, clock, prune_alarm)
+        if dialects.is_postgresql(config.db_url):
+            # Several coordinators may share the database: one runs each of these at a time.
+            # The waker runs everywhere: it wakes this coordinator's own long-polls.
+            holder = holder_id()
+            for led in (reaper, cron, pruner):
+                led.leadership = Leadership(store, led.name, holder, clock)
         for background in (reaper, waker, cron, pruner):
             background.start()
         for service_name in ("", SERVICE_NAME):

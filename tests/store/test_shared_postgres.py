@@ -150,3 +150,25 @@ async def test_a_statement_past_the_statement_timeout_is_cancelled(
             await store._read(lambda conn: conn.exec_driver_sql("SELECT pg_sleep(5)"))
     finally:
         await store.close()
+
+
+async def test_each_maintenance_service_has_one_leader_among_coordinators(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]], clock: FakeClock
+) -> None:
+    (first, _), (second, _) = pair
+    for name in ("reaper", "cron", "pruner"):
+        services = [getattr(c, name) for c in (first, second)]
+        answers = [await s.leadership.leads(clock.now()) for s in services]
+        assert sorted(answers) == [False, True], name
+
+
+async def test_a_stopped_coordinator_hands_its_services_to_the_other(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]], clock: FakeClock
+) -> None:
+    (first, _), (second, _) = pair
+    leader, follower = (
+        (first, second) if await first.reaper.leadership.leads(clock.now()) else (second, first)
+    )
+    await leader.stop(grace=1.0)
+    clock.advance(5)  # the follower asks again at its next renewal
+    assert await follower.reaper.leadership.leads(clock.now())

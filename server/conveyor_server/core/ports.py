@@ -182,6 +182,16 @@ class Store(Protocol):
         whose settings break the arithmetic is isolated (its buckets reset, its jobs kept)."""
         ...
 
+    async def claim_leadership(self, service: str, holder: str, now: Micros, until: Micros) -> bool:
+        """Makes `holder` the leader of `service` until `until` if nobody else holds it at
+        `now` (none yet, its lease expired, or `holder` itself renewing); True if it now
+        leads. One statement, so it is atomic with any number of coordinators."""
+        ...
+
+    async def resign_leadership(self, service: str, holder: str) -> None:
+        """Gives up `service` if `holder` leads it, so another may take it at once."""
+        ...
+
     async def due_times(self) -> DueTimes:
         """The earliest SCHEDULED due time and the earliest lease expiry, for the waker."""
         ...

@@ -177,6 +177,11 @@ def _dialect_module(dialect: Dialect) -> Any:
     return postgresql if dialect.name == "postgresql" else sqlite
 
 
+def insert_for(dialect: Dialect, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (both SQLite and PostgreSQL)."""
+    return _dialect_module(dialect).insert(table)
+
+
 def insert_ignoring_existing(dialect: Dialect, table: sa.Table) -> Any:
     """INSERT that leaves rows whose primary key exists alone."""
     return _dialect_module(dialect).insert(table).on_conflict_do_nothing()

@@ -65,6 +65,7 @@ from conveyor_server.store.schema import (
     FINISHED,
     job_attempts,
     jobs,
+    leaders,
     queues,
     schedule_fires,
     schedules,
@@ -503,6 +504,34 @@ class SqlStore:
 
     async def next_schedule_fire(self) -> Micros | None:
         return await self._read(schedules_sql.next_fire_at)
+
+    # -- leadership --------------------------------------------------------------------------
+
+    async def claim_leadership(self, service: str, holder: str, now: Micros, until: Micros) -> bool:
+        def run(conn: Connection) -> bool:
+            insert = dialects.insert_for(conn.dialect, leaders)
+            statement = (
+                insert.values(service=service, holder=holder, expires_at=until)
+                .on_conflict_do_update(
+                    index_elements=[leaders.c.service],
+                    set_={"holder": holder, "expires_at": until},
+                    # The row changes hands only when it is ours or its lease ran out; the
+                    # database decides under the row's lock: two claimants never both win.
+                    where=sa.or_(leaders.c.holder == holder, leaders.c.expires_at <= now),
+                )
+                .returning(leaders.c.holder)
+            )
+            return conn.execute(statement).first() is not None
+
+        result: bool = await self._write(run)
+        return result
+
+    async def resign_leadership(self, service: str, holder: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                sa.delete(leaders).where(leaders.c.service == service, leaders.c.holder == holder)
+            )
+        )
 
     # -- retention ---------------------------------------------------------------------------
 

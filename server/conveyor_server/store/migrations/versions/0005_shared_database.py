@@ -1,8 +1,12 @@
-"""PostgreSQL: storage settings for the hot `jobs` table (SQLite: nothing to do)
+"""Several coordinators on one database: the `leaders` table; PostgreSQL storage settings for
+the hot `jobs` table
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
+
+`leaders` holds one row per maintenance service: who runs it and until when (see
+maintenance/leader.py).
 
 Every job is updated several times (claim, heartbeats, receipt) and deleted by the pruner, so
 under churn `jobs` bloats unless old row versions are reclaimed quickly:
@@ -18,6 +22,7 @@ writer hop, claims with SKIP LOCKED) and a pruner that deletes in bounded batche
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
@@ -34,12 +39,19 @@ _SETTINGS = (
 
 
 def upgrade() -> None:
+    op.create_table(
+        "leaders",
+        sa.Column("service", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("expires_at", sa.BigInteger, nullable=False),
+    )
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(f"ALTER TABLE jobs SET ({', '.join(_SETTINGS)})")
 
 
 def downgrade() -> None:
+    op.drop_table("leaders")
     if op.get_bind().dialect.name != "postgresql":
         return
     names = ", ".join(setting.split(" = ")[0] for setting in _SETTINGS)
