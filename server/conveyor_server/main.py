@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits, job_template_reader
 from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
+from conveyor_server.core.broadcast import BroadcastWakeups
 from conveyor_server.core.clock import Clock, SystemClock
 from conveyor_server.core.jobs import JobService, JobServiceConfig
 from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
@@ -70,7 +72,13 @@ class Coordinator:
         )
         await store.open()
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
-        wakeups = QueueWakeups()
+        holder = holder_id()
+        wakeups: QueueWakeups = QueueWakeups()
+        if dialects.is_postgresql(config.db_url):
+            # Other coordinators may enqueue for the long-polls here, and the reverse.
+            shared = BroadcastWakeups(functools.partial(store.publish_wakeups, holder))
+            store.listen_for_wakeups(holder, shared.heard)
+            wakeups = shared
         task_types = TaskTypeService(store, clock)
         jobs = JobService(
             store,
@@ -133,7 +141,6 @@ class Coordinator:
         if dialects.is_postgresql(config.db_url):
             # Several coordinators may share the database: one runs each of these at a time.
             # The waker runs everywhere: it wakes this coordinator's own long-polls.
-            holder = holder_id()
             for led in (reaper, cron, pruner):
                 led.leadership = Leadership(store, led.name, holder, clock)
         for background in (reaper, waker, cron, pruner):

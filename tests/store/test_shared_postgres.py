@@ -18,6 +18,7 @@ from conveyor_server.main import Coordinator
 from conveyor_server.store.dialects import PoolSettings
 from conveyor_server.store.sql import SqlStore
 from databases import PostgresServer
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from store_support import TASK, query, store_of
 
@@ -172,3 +173,27 @@ async def test_a_stopped_coordinator_hands_its_services_to_the_other(
     await leader.stop(grace=1.0)
     clock.advance(5)  # the follower asks again at its next renewal
     assert await follower.reaper.leadership.leads(clock.now())
+
+
+async def _until_long_polling(coordinator: Coordinator) -> None:
+    """Until a Lease is subscribed to QUEUE's wake-ups on `coordinator` (polled: the
+    coordinator has no event for it)."""
+    for _ in range(1000):
+        if coordinator.jobs._wakeups.waiting(QUEUE) > 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no Lease is long-polling {QUEUE} on {coordinator.address}")
+
+
+async def test_an_enqueue_on_one_coordinator_wakes_a_long_poll_on_the_other(
+    pair: list[tuple[Coordinator, rpc.CoordinatorServiceStub]],
+) -> None:
+    (_, first), (second, second_stub) = pair
+    wait = Duration(seconds=30)  # the longest: without the hint it would return only then
+    waiting = asyncio.ensure_future(
+        second_stub.Lease(pb.LeaseRequest(worker_id="w", queues=[QUEUE], max_jobs=1, wait=wait))
+    )
+    await _until_long_polling(second)
+    await _fill(first, 1)
+    reply = await asyncio.wait_for(waiting, timeout=20)  # well before the 30 s wait ends
+    assert len(reply.jobs) == 1

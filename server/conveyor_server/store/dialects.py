@@ -255,6 +255,20 @@ def dispatch_candidates(
     return lock_rows(dialect, query, skip_locked=True)
 
 
+# PostgreSQL SQLSTATEs of a transaction the server aborted to let another one through.
+_PG_RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a failed transaction may simply run again: PostgreSQL broke a deadlock
+    between coordinators by aborting this one (the other went through), nothing of it
+    stays. With group commit, lock order across the operations of two groups cannot be
+    fixed in advance (a claim takes a worker's row, then its queue's row), so this is how
+    such a cycle ends."""
+    orig = getattr(exc, "orig", None) or exc
+    return str(getattr(orig, "sqlstate", "") or "") in _PG_RETRYABLE
+
+
 def storage_fault(exc: BaseException) -> ConveyorError | None:
     """The typed error for a write that failed because the storage did (a full disk, an I/O
     error), or None when the failure is something else. A full disk is RESOURCE_EXHAUSTED:

@@ -10,6 +10,7 @@ store/threads.py for why whole operations, not statements, cross threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
 from conveyor_server.store.isolation import isolating, reason_of
 from conveyor_server.store.jobs_sql import ISOLATED_ERROR_TYPE
+from conveyor_server.store.listen import CHANNEL, WakeupListener, payloads
 from conveyor_server.store.lock import DatabaseLock
 from conveyor_server.store.migrate import upgrade_to_head
 from conveyor_server.store.rows import chunks
@@ -115,6 +117,7 @@ class SqlStore:
         self._job_defaults = queues_sql.JobDefaults()
         self._declarations = contracts_sql.WorkerDeclarations()
         self._current_sync = sqlite_synchronous.upper()
+        self._listener: WakeupListener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -167,6 +170,14 @@ class SqlStore:
         if self._closed:
             return
         self._closed = True
+        if self._listener is not None and self._writer is not None:
+            stop = self._listener.stop_payload()
+            with contextlib.suppress(Exception):  # it then stops at its next poll
+                await self._writer.write(
+                    lambda conn: conn.execute(sa.select(sa.func.pg_notify(CHANNEL, stop))),
+                    must_sync=False,
+                )
+            await asyncio.to_thread(self._listener.stop)
         if self._writer is not None:
             await self._writer.close()
         if self._readers is not None:
@@ -504,6 +515,34 @@ class SqlStore:
 
     async def next_schedule_fire(self) -> Micros | None:
         return await self._read(schedules_sql.next_fire_at)
+
+    # -- wake-ups across coordinators --------------------------------------------------------
+
+    def listen_for_wakeups(self, holder: str, on_queues: Callable[[list[str]], None]) -> None:
+        """PostgreSQL: calls `on_queues` (on the event loop) with the queues another
+        coordinator made jobs available in (store/listen.py); SQLite: nothing to hear."""
+        if not dialects.is_postgresql(self._url) or self._listener is not None:
+            return
+        conninfo = sa.engine.make_url(dialects.sync_url(self._url))
+        self._listener = WakeupListener(
+            conninfo.set(drivername="postgresql").render_as_string(hide_password=False),
+            holder,
+            asyncio.get_running_loop(),
+            on_queues,
+        )
+        self._listener.start()
+
+    async def publish_wakeups(self, holder: str, queues: Sequence[str]) -> None:
+        """PostgreSQL: tells the other coordinators that jobs may be available in `queues`."""
+        if not dialects.is_postgresql(self._url) or not queues:
+            return
+        messages = payloads(holder, queues)
+
+        def run(conn: Connection) -> None:
+            for message in messages:
+                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, message)))
+
+        await self._write(run, must_sync=False)
 
     # -- leadership --------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ from conveyor_server.store.threads import DatabaseThread
 
 log = structlog.get_logger("conveyor.store")
 
+# How often a group aborted to break a deadlock (PostgreSQL, several coordinators) runs again.
+DEADLOCK_RETRIES = 3
 # While the store cannot write, how often it tries a probe write to learn it can again.
 WRITE_PROBE_INTERVAL_SECONDS = 1.0
 
@@ -137,7 +139,9 @@ class GroupWriter:
             if stop:
                 return
 
-    def _commit_group(self, conn: Connection, group: list[WriteOp]) -> list[BaseException | None]:
+    def _commit_group(
+        self, conn: Connection, group: list[WriteOp], retries: int = DEADLOCK_RETRIES
+    ) -> list[BaseException | None]:
         """Runs in the writer thread; returns each operation's failure, if any."""
         self._hooks.sync_level(conn, any(op.must_sync for op in group))
         try:
@@ -145,6 +149,11 @@ class GroupWriter:
                 self._hooks.apply_group(conn, group)
         except Exception as exc:
             self._hooks.rolled_back()
+            if retries > 0 and dialects.worth_retrying(exc):
+                log.info("store.write_retried", reason=type(exc).__name__)
+                for op in group:
+                    op.results.clear()
+                return self._commit_group(conn, group, retries - 1)
             if len(group) > 1:
                 # One operation broke the shared transaction: run each alone so that the
                 # others still succeed and only the culprit hears of the error.
