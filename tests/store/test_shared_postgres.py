@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
 from conveyor_server.store.dialects import PoolSettings
+from conveyor_server.store.migrate import MIGRATIONS_DIR
 from conveyor_server.store.sql import SqlStore
 from databases import PostgresServer
 from google.protobuf.duration_pb2 import Duration
@@ -197,3 +200,24 @@ async def test_an_enqueue_on_one_coordinator_wakes_a_long_poll_on_the_other(
     await _fill(first, 1)
     reply = await asyncio.wait_for(waiting, timeout=20)  # well before the 30 s wait ends
     assert len(reply.jobs) == 1
+
+
+async def test_coordinators_starting_together_on_a_new_database_all_start(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.create_database()
+    stores = [SqlStore(url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        [version] = await query(stores[0], "SELECT version_num FROM alembic_version")
+        assert version.version_num == _head_revision()
+    finally:
+        for store in stores:
+            await store.close()
+        postgres.drop_database(url)
+
+
+def _head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()

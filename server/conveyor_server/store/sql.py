@@ -666,7 +666,16 @@ def _previous_run_blocks(conn: Connection, schedule: Schedule, last_job_id: str 
 # -- helpers -------------------------------------------------------------------------------
 
 
+# Any fixed number: the key of the transaction-scoped lock that serialises migrations.
+_MIGRATION_LOCK_KEY = 0x636F6E76  # "conv"
+
+
 def _migrate(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Coordinators starting together on a new database migrate one after the other
+        # (the rest then find the schema current). Transaction-scoped: nothing outlives the
+        # commit, so this works behind PgBouncer in transaction mode too.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
     upgrade_to_head(conn)
     conn.commit()
 
