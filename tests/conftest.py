@@ -24,7 +24,7 @@ from databases import DB_KINDS, PostgresServer
 
 TESTS = Path(__file__).parent
 # Where the wire-level and store tests live: these run on every database kind.
-CONFORMANCE_DIRS = tuple(TESTS / name for name in ("server", "flow", "store", "unit"))
+CONFORMANCE_DIRS = tuple(TESTS / name for name in ("server", "flow", "store", "unit", "model"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
