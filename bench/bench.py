@@ -14,8 +14,10 @@ on it, then with 1,000 idle long-polls waiting on it (each job is leased by one 
 which acknowledges it and long-polls again): the second p50 should stay within 2x the first.
 
 Each run starts a fresh coordinator (`conveyor serve`, SQLite, synchronous=FULL unless
---synchronous says otherwise) in its own process, on a fresh database file. Producers run in
-this process; workers run in their own processes (bench/noop_worker.py) with the Python SDK.
+--synchronous says otherwise) in its own process, on a fresh database file; with
+--db postgresql, on a fresh database on the local PostgreSQL server (--pg-url, dropped
+after). Producers run in this process; workers run in their own processes
+(bench/noop_worker.py) with the Python SDK.
 Figures are medians over the runs; the spread (min-max) is printed beside them.
 """
 
@@ -54,11 +56,17 @@ def _free_port() -> int:
 
 
 class Server:
-    """A coordinator in its own process, on a fresh SQLite file."""
+    """A coordinator in its own process, on a fresh SQLite file or PostgreSQL database."""
 
-    def __init__(self, synchronous: str, log_level: str) -> None:
+    def __init__(self, synchronous: str, log_level: str, pg_url: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="conveyor-bench-")
         self.address = f"127.0.0.1:{_free_port()}"
+        self.pg_url = pg_url
+        db = f"sqlite:///{self.dir}/bench.db"
+        if pg_url is not None:
+            self.pg_database = f"conveyor_bench_{os.getpid()}_{_free_port()}"
+            _pg_admin(pg_url, f'CREATE DATABASE "{self.pg_database}"')
+            db = pg_url.rsplit("/", 1)[0] + "/" + self.pg_database
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -66,7 +74,7 @@ class Server:
                 "conveyor_server",
                 "serve",
                 "--db",
-                f"sqlite:///{self.dir}/bench.db",
+                db,
                 "--listen",
                 self.address,
                 "--sqlite-synchronous",
@@ -98,6 +106,15 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+        if self.pg_url is not None:
+            _pg_admin(self.pg_url, f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+
+
+def _pg_admin(url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(statement.encode())
 
 
 def _spec(payload: bytes = b"") -> pb.JobSpec:
@@ -315,7 +332,8 @@ Scenario = Callable[[str], Coroutine[Any, Any, dict[str, float]]]
 
 
 async def run_once(name: str, scenario: Scenario, args: argparse.Namespace) -> dict[str, float]:
-    server = Server(args.synchronous, args.log_level)
+    pg_url = args.pg_url if args.db == "postgresql" else None
+    server = Server(args.synchronous, args.log_level, pg_url)
     try:
         await server.wait_ready()
         cpu_before = server.cpu_seconds()
@@ -339,6 +357,12 @@ def main() -> None:
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
     parser.add_argument("--log-level", default="warning", help="coordinator log level")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs for the e2e run")
+    parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL database to create the bench databases from (--db postgresql)",
+    )
     args = parser.parse_args()
 
     scenarios: dict[str, Scenario] = {
@@ -352,7 +376,7 @@ def main() -> None:
     }
     chosen = args.only or list(scenarios)
     print(
-        f"# {os.cpu_count()} cores, SQLite synchronous={args.synchronous}, "
+        f"# {os.cpu_count()} cores, {args.db}, SQLite synchronous={args.synchronous}, "
         f"coordinator log level {args.log_level}, median of {args.runs} runs"
     )
     for name in chosen:

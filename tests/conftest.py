@@ -1,11 +1,16 @@
-"""Shared fixtures: a real coordinator on a loopback port over a real SQLite file, driven by a
+"""Shared fixtures: a real coordinator on a loopback port over a real database, driven by a
 fake clock (`coordinator`, `stub`) or on real time (`live_coordinator`, `client`,
-`start_worker`: a worker's heartbeats, long-polls and retry delays run on real time)."""
+`start_worker`: a worker's heartbeats, long-polls and retry delays run on real time).
+
+The store conformance suite: tests under the directories in CONFORMANCE_DIRS that use these
+fixtures run once per database kind (`db_kind`: sqlite, postgresql; see tests/databases.py);
+elsewhere they run on SQLite. A test that needs SQLite itself (its lock file, PRAGMA
+max_page_count as a full disk) is marked `@pytest.mark.sqlite_only`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -15,6 +20,51 @@ from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock, SystemClock
 from conveyor_server.main import Coordinator
+from databases import DB_KINDS, PostgresServer
+
+TESTS = Path(__file__).parent
+# Where the wire-level and store tests live: these run on every database kind.
+CONFORMANCE_DIRS = tuple(TESTS / name for name in ("server", "flow", "store", "unit", "model"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: needs SQLite itself; left out of the PostgreSQL runs"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_kind" not in metafunc.fixturenames:
+        return
+    path = Path(str(metafunc.definition.path))
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        return
+    if any(path.is_relative_to(d) for d in CONFORMANCE_DIRS):
+        metafunc.parametrize("db_kind", DB_KINDS)
+
+
+@pytest.fixture
+def db_kind() -> str:
+    """The database kind a test runs on (parametrised in CONFORMANCE_DIRS)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def db_url(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A database of the kind under test, empty but for the schema."""
+    if db_kind == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.clean_database()
+    return f"sqlite:///{tmp_path / 'conveyor.db'}"
 
 
 @pytest.fixture
@@ -23,9 +73,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def server_config(tmp_path: Path) -> ServerConfig:
+def server_config(db_url: str) -> ServerConfig:
     return ServerConfig(
-        db_url=f"sqlite:///{tmp_path / 'conveyor.db'}",
+        db_url=db_url,
         listen="127.0.0.1:0",
         log_level="warning",
         # Commits still reach the OS before a reply (a killed process loses nothing), but are

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from conveyor.cli import add_client_commands
 
 from conveyor_server.config import (
+    DEFAULT_DB_POOL_SIZE,
+    DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS,
     DEFAULT_DB_URL,
     DEFAULT_HTTP_MAX_BODY_BYTES,
     DEFAULT_LISTEN,
@@ -67,6 +69,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         http_max_body_bytes=args.http_max_body_bytes,
         metrics_listen=http_listen(args.metrics_listen) if args.metrics_listen else None,
         dashboard_listen=http_listen(args.dashboard_listen) if args.dashboard_listen else None,
+        db_pool_size=args.db_pool_size,
+        db_statement_timeout_seconds=args.db_statement_timeout,
     )
 
 
@@ -78,7 +82,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(SQLite) and listens on " + DEFAULT_LISTEN + ".",
     )
     serve.add_argument(
-        "--db", default=DEFAULT_DB_URL, help="SQLAlchemy database URL (default: %(default)s)"
+        "--db",
+        default=DEFAULT_DB_URL,
+        help="database URL: sqlite:///path.db, or postgresql://user@host/db to share one "
+        "database between coordinators (default: %(default)s)",
     )
     serve.add_argument(
         "--listen", default=DEFAULT_LISTEN, help="host:port to listen on (default: %(default)s)"
@@ -88,6 +95,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="FULL",
         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
         help="SQLite PRAGMA synchronous; FULL survives power loss (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=DEFAULT_DB_POOL_SIZE,
+        help="PostgreSQL: reader connections per coordinator, besides its one writer "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--db-statement-timeout",
+        type=float,
+        default=DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="PostgreSQL: the server cancels a statement running longer; 0 for no limit "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--max-payload-bytes",

@@ -35,13 +35,22 @@ def _valid_listen(value: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
 
 
+# PostgreSQL: reader connections per coordinator (its writer holds one more), and how long
+# one statement may run before the server cancels it. See store/dialects.py for the why.
+DEFAULT_DB_POOL_SIZE = 4
+MAX_DB_POOL_SIZE = 100
+DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS = 30.0
+MAX_DB_STATEMENT_TIMEOUT_SECONDS = 3600.0
+
+
 class ConfigError(ValueError):
     """A setting out of range; the message names the option and says what is allowed."""
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    # SQLAlchemy URL of the store: sqlite:///path.db (default).
+    # SQLAlchemy URL of the store: sqlite:///path.db (default), or postgresql://user@host/db
+    # (several coordinators may share one PostgreSQL database).
     db_url: str = DEFAULT_DB_URL
     # host:port to listen on; port 0 picks a free port (see Coordinator.address).
     listen: str = DEFAULT_LISTEN
@@ -67,6 +76,9 @@ class ServerConfig:
     # host:port of the web dashboard; None: off. It has no login: keep it on loopback (the
     # default host when only a port is given) or behind an authenticating proxy.
     dashboard_listen: str | None = None
+    # PostgreSQL only: reader connections per coordinator; statement timeout (0: none).
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    db_statement_timeout_seconds: float = DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -102,6 +114,16 @@ class ServerConfig:
             )
         if self.http_listen is not None and not _is_host_port(self.http_listen):
             found.append(f"--http-listen must be host:port, not {self.http_listen[:100]!r}")
+        if not 1 <= self.db_pool_size <= MAX_DB_POOL_SIZE:
+            found.append(
+                f"--db-pool-size must be between 1 and {MAX_DB_POOL_SIZE}, not {self.db_pool_size}"
+            )
+        timeout = self.db_statement_timeout_seconds
+        if not (math.isfinite(timeout) and 0 <= timeout <= MAX_DB_STATEMENT_TIMEOUT_SECONDS):
+            found.append(
+                "--db-statement-timeout must be between 0 (no limit) and "
+                f"{MAX_DB_STATEMENT_TIMEOUT_SECONDS:g} seconds, not {timeout}"
+            )
         return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from conveyor_server.api.rpc_metrics import RpcMetricsInterceptor
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits, job_template_reader
 from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
+from conveyor_server.core.broadcast import BroadcastWakeups
 from conveyor_server.core.clock import Clock, SystemClock
 from conveyor_server.core.jobs import JobService, JobServiceConfig
 from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
@@ -29,11 +31,14 @@ from conveyor_server.core.schedule_service import ScheduleService
 from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.logs import configure_logging
 from conveyor_server.maintenance.cron import CronConfig, CronFirer
+from conveyor_server.maintenance.leader import Leadership, holder_id
 from conveyor_server.maintenance.pruner import Pruner
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
 from conveyor_server.observability.http import HttpServer as EndpointServer
 from conveyor_server.observability.metrics import PrometheusMetrics
+from conveyor_server.store import dialects
+from conveyor_server.store.dialects import PoolSettings
 from conveyor_server.store.sql import SqlStore
 
 log = structlog.get_logger("conveyor.server")
@@ -69,13 +74,23 @@ class Coordinator:
             sqlite_synchronous=config.sqlite_synchronous,
             max_write_batch=config.max_write_batch,
             on_write_health=_HealthReporter(health).store_writable,
+            pool=PoolSettings(
+                size=config.db_pool_size,
+                statement_timeout_ms=round(config.db_statement_timeout_seconds * 1000),
+            ),
         )
         await store.open()
         # Recorded only when something shows it: otherwise the hooks are no-ops.
         observed = config.metrics_listen is not None or config.dashboard_listen is not None
         metrics = PrometheusMetrics(clock.now) if observed else None
         scheduled_alarm, expiry_alarm = DueTimeAlarm(), DueTimeAlarm()
-        wakeups = QueueWakeups()
+        holder = holder_id()
+        wakeups: QueueWakeups = QueueWakeups()
+        if dialects.is_postgresql(config.db_url):
+            # Other coordinators may enqueue for the long-polls here, and the reverse.
+            shared = BroadcastWakeups(functools.partial(store.publish_wakeups, holder))
+            store.listen_for_wakeups(holder, shared.heard)
+            wakeups = shared
         task_types = TaskTypeService(store, clock)
         jobs = JobService(
             store,
@@ -144,6 +159,11 @@ class Coordinator:
             metrics=metrics,
         )
         pruner = Pruner(store, clock, prune_alarm)
+        if dialects.is_postgresql(config.db_url):
+            # Several coordinators may share the database: one runs each of these at a time.
+            # The waker runs everywhere: it wakes this coordinator's own long-polls.
+            for led in (reaper, cron, pruner):
+                led.leadership = Leadership(store, led.name, holder, clock)
         for background in (reaper, waker, cron, pruner):
             background.start()
         endpoints = _http_servers(config, metrics, jobs, queues, schedules, clock)

@@ -17,6 +17,12 @@ BAD_FLAGS = {
     "negative depth": (["--max-depth", "-1"], "--max-depth"),
     "negative grace": (["--shutdown-grace", "-1"], "--shutdown-grace"),
     "grace not a number": (["--shutdown-grace", "nan"], "--shutdown-grace"),
+    "no database connections": (["--db-pool-size", "0"], "--db-pool-size"),
+    "negative statement timeout": (["--db-statement-timeout", "-1"], "--db-statement-timeout"),
+    "statement timeout not a number": (
+        ["--db-statement-timeout", "inf"],
+        "--db-statement-timeout",
+    ),
 }
 
 

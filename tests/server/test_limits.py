@@ -3,15 +3,16 @@ a capped attempt history, and undecodable request bytes refused as INVALID_ARGUM
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.main import Coordinator
+from conveyor_server.store.dialects import sync_url
 from google.protobuf.field_mask_pb2 import FieldMask
 from server_wire import QUEUE, TASK, Wire, refused
 
@@ -120,18 +121,29 @@ ATTEMPTS = 4300
 def _insert_history(coordinator: Coordinator, job_id: str) -> None:
     """4,300 failed attempts with 1 KB error messages: about 4.3 MB of history, more than a
     gRPC client accepts in one reply by default (4 MiB)."""
-    path = coordinator.config.db_url.removeprefix("sqlite:///")
     rows = [
-        (job_id, n, "worker-1", n * 1000, n * 1000 + 1, pb.OUTCOME_FAILURE, f"{n}:" + "e" * 1000)
+        {
+            "job_id": job_id,
+            "attempt": n,
+            "started_at": n * 1000,
+            "finished_at": n * 1000 + 1,
+            "outcome": pb.OUTCOME_FAILURE,
+            "error_message": f"{n}:" + "e" * 1000,
+        }
         for n in range(1, ATTEMPTS + 1)
     ]
-    with sqlite3.connect(path) as db:
-        db.executemany(
-            "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at, "
-            "outcome, error_message, error_type, error_non_retryable) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'Boom', 0)",
+    engine = sa.create_engine(sync_url(coordinator.config.db_url))
+    with engine.begin() as db:
+        db.execute(
+            sa.text(
+                "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at, "
+                "outcome, error_message, error_type, error_non_retryable) VALUES (:job_id, "
+                ":attempt, 'worker-1', :started_at, :finished_at, :outcome, :error_message, "
+                "'Boom', false)"
+            ),
             rows,
         )
+    engine.dispose()
 
 
 async def test_a_job_with_4300_attempts_is_readable_with_its_newest_100(

@@ -15,6 +15,9 @@ from conveyor_server.main import Coordinator
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from store_support import TASK, store_of
 
+# SQLite-only: PRAGMA max_page_count stands in for a full disk.
+pytestmark = pytest.mark.sqlite_only
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 BIG = b"x" * 200_000  # needs dozens of new pages

@@ -29,6 +29,7 @@ async def assert_queue_row(stub: rpc.CoordinatorServiceStub, name: str) -> None:
     assert queue.name == name
 
 
+@pytest.mark.sqlite_only  # PRAGMA max_page_count stands in for a full disk
 async def test_a_retry_after_a_failed_first_enqueue_is_leasable(
     coordinator: Coordinator, stub: rpc.CoordinatorServiceStub
 ) -> None:

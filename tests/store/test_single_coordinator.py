@@ -13,6 +13,9 @@ from conveyor_server.errors import DatabaseInUse
 from conveyor_server.main import Coordinator
 from conveyor_server.store.dialects import lock_path
 
+# SQLite-only: the lock file that keeps one coordinator per SQLite file.
+pytestmark = pytest.mark.sqlite_only
+
 
 async def test_a_second_coordinator_on_the_same_file_is_refused(
     coordinator: Coordinator, server_config: ServerConfig, clock: FakeClock

@@ -44,9 +44,9 @@ from conveyor_server.core.notify import (
     QueueWakeups,
     Subscription,
 )
+from conveyor_server.core.ports import Store
 from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.errors import ConveyorError
-from conveyor_server.store.base import Store
 
 log = structlog.get_logger("conveyor.jobs")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.model import Queue, QueueConfig
 from conveyor_server.core.notify import QueueWakeups
-from conveyor_server.store.base import Store
+from conveyor_server.core.ports import Store
 
 
 class QueueService:

@@ -12,6 +12,7 @@ from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import new_job
 from conveyor_server.core.model import JobSpecInput, Micros
 from conveyor_server.core.notify import DueTimeAlarm
+from conveyor_server.core.ports import PlannedFires, Store
 from conveyor_server.core.schedules import (
     Schedule,
     ScheduleSpec,
@@ -19,7 +20,6 @@ from conveyor_server.core.schedules import (
     plan_fires,
 )
 from conveyor_server.errors import ConveyorError
-from conveyor_server.store.base import PlannedFires, Store
 
 log = structlog.get_logger("conveyor.schedules")
 

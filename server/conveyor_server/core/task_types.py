@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.contracts import TaskType, check_payload, new_task_type
 from conveyor_server.core.model import JobSpecInput, Version
-from conveyor_server.store.base import Store
+from conveyor_server.core.ports import Store
 
 
 class TaskTypeService:

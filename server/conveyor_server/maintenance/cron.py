@@ -13,10 +13,10 @@ from conveyor_server.core.jobs import JobService
 from conveyor_server.core.metrics import Metrics, NoMetrics
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
+from conveyor_server.core.ports import Store
 from conveyor_server.core.schedule_service import ScheduleService
 from conveyor_server.core.schedules import MISFIRE_GRACE
 from conveyor_server.maintenance.base import BackgroundService, RunResult
-from conveyor_server.store.base import Store
 
 log = structlog.get_logger("conveyor.cron")
 

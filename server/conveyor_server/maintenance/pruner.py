@@ -10,8 +10,8 @@ import structlog
 from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
+from conveyor_server.core.ports import Store
 from conveyor_server.maintenance.base import BackgroundService, RunResult
-from conveyor_server.store.base import Store
 
 log = structlog.get_logger("conveyor.pruner")
 

@@ -11,8 +11,8 @@ from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import JobService
 from conveyor_server.core.model import Micros
 from conveyor_server.core.notify import DueTimeAlarm
+from conveyor_server.core.ports import Store
 from conveyor_server.maintenance.base import BackgroundService, RunResult
-from conveyor_server.store.base import Store
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import JobState, LeaseParams, Micros, TaskTypeRef, Version
 from conveyor_server.errors import AlreadyExists, NotFound, shown
+from conveyor_server.store import dialects
 from conveyor_server.store.schema import jobs, task_types, worker_task_types
 
 # Workers seen leasing within this window count as connected in the queue stats.
@@ -91,7 +92,10 @@ class WorkerDeclarations:
         )
         refs = params.task_types or (TaskTypeRef(ANY_TASK_TYPE, None),)
         conn.execute(
-            sa.insert(worker_task_types),
+            # An upsert: the same worker may lease through two coordinators at once.
+            dialects.insert_or_update(
+                conn.dialect, worker_task_types, ("minor", "patch", "seen_at")
+            ),
             [
                 {
                     "worker_id": params.worker_id,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,6 +19,14 @@ from conveyor_server.store.schema import jobs, throttle_buckets
 
 _SYNCHRONOUS_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
 
+# PostgreSQL reader connections per coordinator (the writer has one more of its own): reads
+# are short, so a few serve hundreds of long-polls; N coordinators hold N x (size + 1).
+DEFAULT_POOL_SIZE = 4
+# A statement running longer than this is cancelled by the server: a stuck lock or a runaway
+# scan fails one request instead of wedging the writer. Generous next to a normal statement
+# (well under 10 ms), short next to a client's deadline.
+DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
+
 # SQLite primary result codes (the low byte of an extended code) that mean the storage
 # itself failed, not the request.
 _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
@@ -29,12 +38,20 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def is_postgresql(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
 def sync_url(url: str) -> str:
     """The URL of the blocking driver: store operations run whole in database threads
-    (store/threads.py). `sqlite+aiosqlite://` from older configurations means `sqlite://`."""
-    parsed = make_url(url)
+    (store/threads.py). `sqlite+aiosqlite://` from older configurations means `sqlite://`;
+    every PostgreSQL URL (`postgresql://`, `postgres://`, `+asyncpg`) means psycopg 3,
+    which blocks, as the thread design wants (asyncpg is asyncio-only)."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
     if parsed.drivername in ("sqlite+aiosqlite", "sqlite+pysqlite"):
         parsed = parsed.set(drivername="sqlite")
+    elif parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -67,28 +84,82 @@ def lock_path(url: str) -> Path | None:
     return Path(database).absolute().with_name(Path(database).name + ".lock")
 
 
-def create_writer_engine(url: str, synchronous: str) -> Engine:
-    # hide_parameters: an error's text never carries a bound value (a payload, say) to a log.
-    engine = sa.create_engine(url, pool_size=1, max_overflow=0, hide_parameters=True)
-    if _is_sqlite(url):
-        _sqlite_pragmas(engine, synchronous)
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """PostgreSQL connection settings (SQLite ignores them): how many reader connections
+    this coordinator holds beside its one writer, and how long one statement may run
+    before the server cancels it (0: no limit)."""
 
-        @event.listens_for(engine, "begin")
-        def on_begin(connection: Any) -> None:
-            # IMMEDIATE takes the write lock at BEGIN, so a read-then-write transaction
-            # (fencing check, then update) can never be overtaken by another writer.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    size: int = DEFAULT_POOL_SIZE
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
+
+
+def reader_threads(url: str, pool: PoolSettings) -> int:
+    """SQLite: two readers are plenty beside WAL's one writer (measured: more add nothing
+    on two cores). PostgreSQL: one per pooled connection, each thread keeping its own."""
+    return 2 if _is_sqlite(url) else max(1, pool.size)
+
+
+def _pg_connect_args(pool: PoolSettings) -> dict[str, Any]:
+    # Set per connection at connect time (a startup parameter), not per transaction: the
+    # one setting holds for every statement, behind PgBouncer too (it forwards `options`
+    # only in session mode; in transaction mode set it on the role instead, see docs).
+    return {"options": f"-c statement_timeout={int(pool.statement_timeout_ms)}"}
+
+
+def create_writer_engine(url: str, synchronous: str, pool: PoolSettings | None = None) -> Engine:
+    # hide_parameters: an error's text never carries a bound value (a payload, say) to a log.
+    if not _is_sqlite(url):
+        return sa.create_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args=_pg_connect_args(pool or PoolSettings()),
+        )
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0, hide_parameters=True)
+    _sqlite_pragmas(engine, synchronous)
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock at BEGIN, so a read-then-write transaction
+        # (fencing check, then update) can never be overtaken by another writer.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-def create_reader_engine(url: str, synchronous: str) -> Engine:
+def create_reader_engine(url: str, synchronous: str, pool: PoolSettings | None = None) -> Engine:
+    if not _is_sqlite(url):
+        size = max(1, (pool or PoolSettings()).size)
+        return sa.create_engine(
+            url,
+            pool_size=size,
+            max_overflow=0,
+            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            hide_parameters=True,
+            connect_args=_pg_connect_args(pool or PoolSettings()),
+        )
     engine = sa.create_engine(
         url, pool_size=4, max_overflow=4, isolation_level="AUTOCOMMIT", hide_parameters=True
     )
-    if _is_sqlite(url):
-        _sqlite_pragmas(engine, synchronous)
+    _sqlite_pragmas(engine, synchronous)
     return engine
+
+
+S = TypeVar("S", bound=sa.Select[Any])
+
+
+def lock_rows(dialect: Dialect, query: S, *, skip_locked: bool = False) -> S:
+    """PostgreSQL: FOR UPDATE, so that a decision read inside a write transaction still holds
+    when the write runs, whatever another coordinator does meanwhile; `skip_locked` for work
+    any coordinator may take (claims, rescue, promotion), where waiting would serialise
+    them. SQLite: unchanged, since BEGIN IMMEDIATE already admits one writer at a time."""
+    if dialect.name != "postgresql":
+        return query
+    return query.with_for_update(skip_locked=skip_locked)
 
 
 def _insert_ignoring_duplicate_keys(module: Any) -> Prepared:
@@ -106,9 +177,25 @@ def _dialect_module(dialect: Dialect) -> Any:
     return postgresql if dialect.name == "postgresql" else sqlite
 
 
+def insert_for(dialect: Dialect, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (both SQLite and PostgreSQL)."""
+    return _dialect_module(dialect).insert(table)
+
+
 def insert_ignoring_existing(dialect: Dialect, table: sa.Table) -> Any:
     """INSERT that leaves rows whose primary key exists alone."""
     return _dialect_module(dialect).insert(table).on_conflict_do_nothing()
+
+
+def insert_or_update(dialect: Dialect, table: sa.Table, update: Sequence[str]) -> Any:
+    """INSERT that updates the `update` columns of a row whose primary key exists. Two
+    coordinators writing one key at once then both succeed (the second waits, then updates)
+    where a plain INSERT after a DELETE would fail the second on the key."""
+    insert = _dialect_module(dialect).insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={name: insert.excluded[name] for name in update},
+    )
 
 
 def _upsert_buckets(module: Any) -> Prepared:
@@ -164,10 +251,22 @@ def dispatch_candidates(
         query = query.where(
             sa.or_(jobs.c.throttle_key.is_(None), jobs.c.throttle_key.not_in(skip_keys))
         )
-    if dialect.name == "postgresql":
-        # Several coordinators share the database: skip rows another one is claiming.
-        query = query.with_for_update(skip_locked=True)
-    return query
+    # Several coordinators share a PostgreSQL database: skip rows another one is claiming.
+    return lock_rows(dialect, query, skip_locked=True)
+
+
+# PostgreSQL SQLSTATEs of a transaction the server aborted to let another one through.
+_PG_RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a failed transaction may simply run again: PostgreSQL broke a deadlock
+    between coordinators by aborting this one (the other went through), nothing of it
+    stays. With group commit, lock order across the operations of two groups cannot be
+    fixed in advance (a claim takes a worker's row, then its queue's row), so this is how
+    such a cycle ends."""
+    orig = getattr(exc, "orig", None) or exc
+    return str(getattr(orig, "sqlstate", "") or "") in _PG_RETRYABLE
 
 
 def storage_fault(exc: BaseException) -> ConveyorError | None:

@@ -23,12 +23,19 @@ class Prepared:
         self._compiled: dict[str, tuple[str, Callable[[Mapping[str, Any]], Any], int]] = {}
 
     def _for(self, dialect: Dialect) -> tuple[str, Callable[[Mapping[str, Any]], Any], int]:
-        compiled = self._compiled.get(dialect.name)
+        key = f"{dialect.name}+{dialect.driver}"
+        compiled = self._compiled.get(key)
         if compiled is None:
             result = self._statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-            names = tuple(result.positiontup or ())
-            compiled = (result.string, operator.itemgetter(*names), len(names))
-            self._compiled[dialect.name] = compiled
+            if result.positional:
+                names = tuple(result.positiontup or ())
+                compiled = (result.string, operator.itemgetter(*names), len(names))
+            else:
+                # Named parameters (psycopg's %(name)s): the driver takes a dict per row.
+                # Without this the empty positiontup made itemgetter() raise a TypeError.
+                named = tuple(result.binds)
+                compiled = (result.string, _pick(named), 0)
+            self._compiled[key] = compiled
         return compiled
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -37,8 +44,17 @@ class Prepared:
         sql, getter, count = self._for(conn.dialect)
         if count == 1:
             conn.exec_driver_sql(sql, [(getter(row),) for row in rows])
+        elif count == 0:
+            conn.exec_driver_sql(sql, [getter(row) for row in rows])
         else:
             conn.exec_driver_sql(sql, [getter(row) for row in rows])
+
+
+def _pick(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    def pick(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: row[name] for name in names}
+
+    return pick
 
 
 def constant(value: int) -> Any:

@@ -73,9 +73,31 @@ def ensure_queues(conn: Connection, names: Iterable[str], now: Micros) -> None:
         conn.execute(dialects.insert_ignoring_existing(conn.dialect, queues), rows)
 
 
-def queue_rows(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
-    result = conn.execute(sa.select(queues).where(queues.c.name.in_(sorted(set(names)))))
-    return {row.name: row for row in result}
+def queue_rows(conn: Connection, names: Sequence[str], *, lock: bool = False) -> dict[str, Any]:
+    """Queue rows by name; `lock` locks them (PostgreSQL), in name order so that two
+    coordinators locking overlapping queues cannot deadlock."""
+    query = sa.select(queues).where(queues.c.name.in_(sorted(set(names)))).order_by(queues.c.name)
+    if lock:
+        query = dialects.lock_rows(conn.dialect, query)
+    return {row.name: row for row in conn.execute(query)}
+
+
+def _limited(row: Any) -> bool:
+    return bool(row.max_concurrency or row.rate or row.key_rate)
+
+
+def _dispatch_rows(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
+    """The queues a Lease reads. A queue with a concurrency cap or token buckets is read
+    again with its row locked (PostgreSQL: FOR UPDATE, which also returns the newest
+    committed settings), so that claims on it from several coordinators take turns and its
+    count of leased jobs and its buckets stay exact; queues without limits are not locked,
+    and claims on them run side by side (SKIP LOCKED on the jobs)."""
+    rows = queue_rows(conn, names)
+    if conn.dialect.name == "postgresql":
+        limited = [name for name, row in rows.items() if _limited(row)]
+        if limited:
+            rows.update(queue_rows(conn, limited, lock=True))
+    return rows
 
 
 class JobDefaults:
@@ -223,7 +245,7 @@ class DispatchPlan:
 def plan_dispatch(conn: Connection, params: LeaseParams) -> DispatchPlan:
     """Picks the jobs a Lease may take: per queue, within its pause, concurrency cap and
     token buckets; across queues, by priority and due time."""
-    rows = queue_rows(conn, params.queues)
+    rows = _dispatch_rows(conn, params.queues)
     plans: list[_QueuePlan] = []
     retry_ats: list[Micros] = []
     limited: list[_QueuePlan] = []

@@ -234,3 +234,14 @@ worker_task_types = sa.Table(
     sa.Column("seen_at", sa.BigInteger, nullable=False),
 )
 sa.Index("ix_worker_task_types_queue", worker_task_types.c.queue, worker_task_types.c.seen_at)
+
+# Who runs each maintenance service (reaper, cron, pruner) when several coordinators share
+# one database: a lease held until expires_at and renewed by its holder; anyone may take it
+# once it has expired (maintenance/leader.py).
+leaders = sa.Table(
+    "leaders",
+    metadata,
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
