@@ -194,8 +194,16 @@ class Coordinators:
         its background services do first at start: one reaper and one waker run."""
         dead = self.coordinator
         self.channel.close()
-        self.run(_kill(dead))
-        self.coordinator = self.run(Coordinator.start(self.config, clock=self.clock))
+        try:
+            self.run(_kill(dead))
+            self.coordinator = self.run(Coordinator.start(self.config, clock=self.clock))
+        except BaseException:
+            # The harness outlives this example: leave a live coordinator and channel behind,
+            # so that Hypothesis's replay of the failure meets the same error, not a closed
+            # channel (which it would report as a flaky strategy, hiding this error).
+            self.coordinator = self.run(Coordinator.start(self.config, clock=self.clock))
+            self._connect()
+            raise
         # The dead process's connections go last (a real one's close as the kernel reaps it).
         self.run(dead._store.close())
         self._connect()

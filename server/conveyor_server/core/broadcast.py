@@ -27,15 +27,25 @@ class BroadcastWakeups(QueueWakeups):
     def notify(self, keys: Iterable[str], *, urgent: bool = False) -> None:
         keys = list(keys)
         super().notify(keys, urgent=urgent)
+        self._share(keys)
+
+    def announce(self, queue: str, count: int, types: frozenset[str] | None) -> int:
+        woken = super().announce(queue, count, types)
+        self._share([queue])
+        return woken
+
+    def heard(self, queues: list[str]) -> None:
+        """Another coordinator made jobs available: wake one long-poll per queue here; as with
+        local news, one that fills up passes the wake-up on (the message carries no count)."""
+        for queue in queues:
+            super().announce(queue, 1, None)
+
+    def _share(self, keys: list[str]) -> None:
         if not keys:
             return
         self._pending.update(keys)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    def heard(self, queues: list[str]) -> None:
-        """Another coordinator made jobs available: wake the long-polls here only."""
-        super().notify(queues)
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # gather what the rest of this turn adds
