@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -14,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from conveyor_server.api.auth import AuthInterceptor, AuthSettings, PrincipalCache
+from conveyor_server.api.limits import PrincipalLimits, PrincipalLimitsConfig
 from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.servicer import CoordinatorServicer
 from conveyor_server.api.validation import Limits, job_template_reader
@@ -30,6 +34,7 @@ from conveyor_server.maintenance.pruner import Pruner
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
 from conveyor_server.store.sql import SqlStore
+from conveyor_server.store.tokens import TokenStore
 
 log = structlog.get_logger("conveyor.server")
 
@@ -48,6 +53,7 @@ class Coordinator:
     _server: grpc.aio.Server
     _health: HealthServicer
     _store: SqlStore
+    _tokens: TokenStore | None = None
     _stopped: bool = False
 
     @classmethod
@@ -75,13 +81,15 @@ class Coordinator:
             expiry_alarm=expiry_alarm,
             task_types=task_types,
         )
+        tokens = TokenStore(config.db_url) if config.auth else None
         server = grpc.aio.server(
+            interceptors=_interceptors(config, tokens),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 # Refuse to share a port with a still-running coordinator.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
         queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
@@ -111,9 +119,15 @@ class Coordinator:
             server,
         )
         try:
-            port = server.add_insecure_port(config.listen)
-        except RuntimeError as exc:
+            credentials = _server_credentials(config)
+            if credentials is None:
+                port = server.add_insecure_port(config.listen)
+            else:
+                port = server.add_secure_port(config.listen, credentials)
+        except (RuntimeError, OSError) as exc:
             await store.close()
+            if tokens is not None:
+                tokens.close()
             raise OSError(f"cannot listen on {config.listen}: {exc}") from exc
         host = config.listen.rsplit(":", 1)[0]
         await server.start()
@@ -129,8 +143,16 @@ class Coordinator:
             await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         address = f"{host}:{port}"
         store.describe_owner(f"pid {os.getpid()}, serving on {address}")
-        log.info("coordinator.started", address=address, db=_redact(config.db_url))
-        return cls(config, address, jobs, reaper, waker, cron, pruner, server, health, store)
+        log.info(
+            "coordinator.started",
+            address=address,
+            db=_redact(config.db_url),
+            auth=config.auth,
+            tls="mutual" if config.tls_client_ca else bool(config.tls_cert),
+        )
+        return cls(
+            config, address, jobs, reaper, waker, cron, pruner, server, health, store, tokens
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health goes NOT_SERVING, long-polls return, in-flight RPCs get `grace`
@@ -145,6 +167,8 @@ class Coordinator:
         for service in (self.reaper, self.waker, self.cron, self.pruner):
             await service.stop()
         await self._store.close()
+        if self._tokens is not None:
+            self._tokens.close()
         log.info("coordinator.stopped", address=self.address)
 
     async def serve_until_signalled(self) -> None:
@@ -179,6 +203,34 @@ class _HealthReporter:
     async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for service_name in ("", SERVICE_NAME):
             await self._health.set(service_name, status)
+
+
+def _interceptors(
+    config: ServerConfig, tokens: TokenStore | None
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    if tokens is None:
+        return []
+    limits = PrincipalLimits(
+        PrincipalLimitsConfig(
+            max_long_polls=config.max_long_polls,
+            enqueue_rate=config.enqueue_rate,
+            enqueue_burst=config.enqueue_burst,
+        )
+    )
+    settings = AuthSettings(close_health=config.auth_health)
+    return [AuthInterceptor(PrincipalCache(tokens.find), limits, settings)]
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS from the configured PEM files; mutual TLS when a client CA is given."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    chain = Path(config.tls_cert).read_bytes()
+    key = Path(config.tls_key).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def _redact(url: str) -> str:

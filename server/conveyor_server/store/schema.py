@@ -234,3 +234,16 @@ worker_task_types = sa.Table(
     sa.Column("seen_at", sa.BigInteger, nullable=False),
 )
 sa.Index("ix_worker_task_types_queue", worker_task_types.c.queue, worker_task_types.c.seen_at)
+
+# API tokens (store/tokens.py). Only the SHA-256 of a token is kept; `roles` and `queues` are
+# comma-separated (role names and queue globs never contain commas). Revoking deletes the row.
+auth_tokens = sa.Table(
+    "auth_tokens",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("roles", sa.String(64), nullable=False),
+    sa.Column("queues", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
