@@ -87,12 +87,9 @@ class PrincipalLimits:
             bucket = self._buckets[principal] = _Bucket(float(burst), now)
         bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.updated) * rate)
         bucket.updated = now
-        if jobs > burst:
-            raise Exhausted(
-                f"{jobs} jobs in one call exceed this principal's enqueue burst of {burst}; "
-                "split the batch",
-                max(1.0, burst / rate),
-            )
+        # A batch larger than the burst costs a full bucket (it waits for one, and is not
+        # refused for ever); batch sizes have their own bound in validation.
+        jobs = min(jobs, burst)
         if bucket.tokens < jobs:
             wait = (jobs - bucket.tokens) / rate
             raise Exhausted(
