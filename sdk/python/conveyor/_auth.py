@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-TOKEN_ENV = "CONVEYOR_TOKEN"
+TOKEN_ENV = "CONVEYOR_TOKEN"  # nosec B105 # the name of a variable, not a secret
 
 
 def resolve_token(token: str | None) -> str | None:

@@ -637,7 +637,7 @@ async def _jobs_get(client: Client, args: argparse.Namespace) -> int:
 async def _jobs_list(client: Client, args: argparse.Namespace) -> int:
     state = JobState[args.state.upper()] if args.state else None
     jobs: list[Job] = []
-    token = ""
+    token = ""  # nosec B105 # a page cursor, not a secret
     while len(jobs) < args.limit:
         page = await client.list_jobs(
             args.queue, state, page_size=min(args.limit - len(jobs), _PAGE_SIZE), page_token=token

@@ -168,7 +168,7 @@ class Client:
         self._timeout = timeout
         self._auto_idempotency_keys = auto_idempotency_keys
         self._enqueue_retry = enqueue_retry
-        self._rng = random.Random()
+        self._rng = random.Random()  # nosec B311 # jitter of enqueue retry backoff, not a secret
 
     async def __aenter__(self) -> Client:
         return self
@@ -295,7 +295,7 @@ class Client:
         self, queue: str | None = None, state: JobState | None = None, *, page_size: int = 500
     ) -> AsyncIterator[Job]:
         """Every matching job, newest first, fetching page after page as it goes."""
-        token = ""
+        token = ""  # nosec B105 # a page cursor, not a secret
         while True:
             page = await self.list_jobs(queue, state, page_size=page_size, page_token=token)
             for job in page.jobs:
@@ -683,7 +683,7 @@ class SyncClient:
         self, queue: str | None = None, state: JobState | None = None, *, page_size: int = 500
     ) -> Iterator[Job]:
         """Every matching job, newest first, fetching page after page as it goes."""
-        token = ""
+        token = ""  # nosec B105 # a page cursor, not a secret
         while True:
             page = self.list_jobs(queue, state, page_size=page_size, page_token=token)
             yield from page.jobs

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-TOKEN_PREFIX = "cvy_"
+TOKEN_PREFIX = "cvy_"  # nosec B105 # a public prefix that marks our tokens, not a secret
 # A token as `new_token` makes it: the prefix and 43 URL-safe characters (256 bits).
 _TOKEN_SHAPE = re.compile(r"cvy_[A-Za-z0-9_-]{43}")
 DEFAULT_NAMESPACE = "default"
