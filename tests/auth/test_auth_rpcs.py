@@ -4,15 +4,22 @@ token and open exactly to the roles in ALLOWED_ROLES."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from auth_support import METHODS, MakeToken, bearer, call
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor_server.api.auth import ALLOWED_ROLES, QUEUES_OF
+from conveyor_server.cli import main
+from conveyor_server.config import ServerConfig
 from conveyor_server.core.auth import PermissionDenied, Principal, Role, check
+from conveyor_server.core.clock import FakeClock
+from conveyor_server.main import Coordinator
 from conveyor_server.store.tokens import TokenStore
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 ROLES = [r.value for r in Role]
 
@@ -139,3 +146,41 @@ async def test_a_revoked_token_is_refused(
             break
         await asyncio.sleep(0.05)
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.fixture
+async def closed_health_channel(
+    auth_config: ServerConfig, clock: FakeClock
+) -> AsyncIterator[grpc.aio.Channel]:
+    config = dataclasses.replace(auth_config, auth_health=True)
+    coordinator = await Coordinator.start(config, clock=clock)
+    try:
+        async with grpc.aio.insecure_channel(coordinator.address) as channel:
+            yield channel
+    finally:
+        await coordinator.stop(grace=1.0)
+
+
+async def test_closed_health_needs_a_token(closed_health_channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(closed_health_channel)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_reflection_needs_a_token(auth_channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(auth_channel)
+    call = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in call:
+            pass
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_serve_refuses_a_non_loopback_listen_without_tls_and_tokens(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--listen", "0.0.0.0:0", "--db", "sqlite:///unused.db"]) == 2
+    assert "--insecure" in capsys.readouterr().err
