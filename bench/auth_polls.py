@@ -91,29 +91,41 @@ async def _latencies(call: Callable[[], Awaitable[object]], calls: int) -> dict[
     return {"p50": cuts[49], "p99": cuts[98]}
 
 
-async def _hold_polls(stub: rpc.CoordinatorServiceStub, token: str) -> list[asyncio.Task[object]]:
-    request = pb.LeaseRequest(worker_id="poller", queues=["idle"], wait=Duration(seconds=120))
-    polls: list[asyncio.Task[object]] = [
-        asyncio.create_task(stub.Lease(request, metadata=_bearer(token), timeout=180))
-        for _ in range(POLLS)
-    ]
-    probe = pb.LeaseRequest(worker_id="probe", queues=["idle"], wait=Duration(seconds=1))
+async def _hold_polls(
+    address: str, token: str, channels: list[grpc.aio.Channel]
+) -> list[asyncio.Task[object]]:
+    """Opens POLLS long-polls over POLLS / 100 channels (a connection carries at most 100
+    concurrent calls by default) and returns once the coordinator holds them all."""
+    request = pb.LeaseRequest(worker_id="poller", queues=["idle"], wait=Duration(seconds=30))
+    channels.extend(grpc.aio.insecure_channel(address) for _ in range(POLLS // 100 + 1))
+    stubs = [rpc.CoordinatorServiceStub(channel) for channel in channels]
+
+    async def poll(stub: rpc.CoordinatorServiceStub) -> object:
+        while True:  # 30 s is the longest wait; poll again, as a worker does
+            try:
+                await stub.Lease(request, metadata=_bearer(token), timeout=60)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                await asyncio.sleep(0.01)  # the probe held a slot a moment
+
+    polls = [asyncio.create_task(poll(stubs[i // 100])) for i in range(POLLS)]
+    probe = pb.LeaseRequest(worker_id="probe", queues=["idle"], wait=Duration(nanos=1_000_000))
     while True:  # all 1,000 are held once the poller's next long-poll is refused
         try:
-            await stub.Lease(probe, metadata=_bearer(token), timeout=10)
+            await stubs[-1].Lease(probe, metadata=_bearer(token), timeout=10)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 return polls
             raise
+        await asyncio.sleep(0.05)
 
 
 async def one_run(calls: int) -> dict[str, float]:
     server = Server()
     try:
-        async with (
-            grpc.aio.insecure_channel(server.address) as measure,
-            grpc.aio.insecure_channel(server.address) as polling,
-        ):
+        polling: list[grpc.aio.Channel] = []
+        async with grpc.aio.insecure_channel(server.address) as measure:
             health = health_pb2_grpc.HealthStub(measure)
             stub = rpc.CoordinatorServiceStub(measure)
             await server.wait_ready(health)
@@ -130,7 +142,7 @@ async def one_run(calls: int) -> dict[str, float]:
                 results[f"health_{label}_idle"] = value
             for label, value in (await _latencies(put, calls)).items():
                 results[f"enqueue_{label}_idle"] = value
-            polls = await _hold_polls(rpc.CoordinatorServiceStub(polling), server.poller)
+            polls = await _hold_polls(server.address, server.poller, polling)
             for label, value in (await _latencies(check, calls)).items():
                 results[f"health_{label}_1000_polls"] = value
             for label, value in (await _latencies(put, calls)).items():
@@ -138,6 +150,8 @@ async def one_run(calls: int) -> dict[str, float]:
             for poll in polls:
                 poll.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
+            for channel in polling:
+                await channel.close()
             return results
     finally:
         server.stop()
