@@ -20,6 +20,7 @@ from conveyor_server.config import (
     http_listen,
 )
 from conveyor_server.errors import DatabaseInUse
+from conveyor_server.token_cli import add_token_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -71,6 +72,15 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         dashboard_listen=http_listen(args.dashboard_listen) if args.dashboard_listen else None,
         db_pool_size=args.db_pool_size,
         db_statement_timeout_seconds=args.db_statement_timeout,
+        auth=args.auth,
+        auth_health=args.auth_health,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure,
+        max_long_polls=args.max_long_polls,
+        enqueue_rate=args.enqueue_rate,
+        enqueue_burst=args.enqueue_burst,
     )
 
 
@@ -165,7 +175,54 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; it has "
         "no login, so keep it on loopback or behind an authenticating proxy)",
     )
+    _add_security_flags(serve)
     serve.set_defaults(handler=_serve)
+
+
+def _add_security_flags(serve: argparse.ArgumentParser) -> None:
+    security = serve.add_argument_group("security (see the README's Security section)")
+    security.add_argument(
+        "--auth",
+        action="store_true",
+        help="require a bearer token (conveyor tokens create) on every RPC",
+    )
+    security.add_argument(
+        "--auth-health",
+        action="store_true",
+        help="require a token for the gRPC health service too (default: open, for probes)",
+    )
+    security.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    security.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    security.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="mutual TLS: require client certificates signed by these CAs",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --listen without TLS and tokens (a trusted network only)",
+    )
+    security.add_argument(
+        "--max-long-polls",
+        type=int,
+        default=1000,
+        help="long-polls one principal may hold open, with --auth; 0: no limit "
+        "(default: %(default)s)",
+    )
+    security.add_argument(
+        "--enqueue-rate",
+        type=float,
+        default=1000.0,
+        help="jobs per second one principal may enqueue, with --auth; 0: no limit "
+        "(default: %(default)s)",
+    )
+    security.add_argument(
+        "--enqueue-burst",
+        type=int,
+        default=2000,
+        help="jobs one principal may enqueue at once above the rate (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_serve(commands)
+    add_token_commands(commands)
     add_client_commands(commands)
     return parser
 

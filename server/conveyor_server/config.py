@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 
@@ -79,6 +80,21 @@ class ServerConfig:
     # PostgreSQL only: reader connections per coordinator; statement timeout (0: none).
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
     db_statement_timeout_seconds: float = DEFAULT_DB_STATEMENT_TIMEOUT_SECONDS
+    # Bearer tokens checked on every RPC (`--auth`); the health service too with auth_health.
+    auth: bool = False
+    auth_health: bool = False
+    # TLS: PEM files of the server's certificate chain and key; with tls_client_ca, clients
+    # must present a certificate signed by it (mutual TLS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    # Allows a non-loopback listen address without tokens and TLS (`--insecure`).
+    insecure: bool = False
+    # Limits per principal (with auth): long-polls open at once (0: none), enqueue jobs/s and
+    # burst (rate 0: none).
+    max_long_polls: int = 1000
+    enqueue_rate: float = 1000.0
+    enqueue_burst: int = 2000
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -124,9 +140,58 @@ class ServerConfig:
                 "--db-statement-timeout must be between 0 (no limit) and "
                 f"{MAX_DB_STATEMENT_TIMEOUT_SECONDS:g} seconds, not {timeout}"
             )
+        found.extend(self._security_problems())
+        return found
+
+    def _security_problems(self) -> list[str]:
+        found = []
+        if (self.tls_cert is None) != (self.tls_key is None):
+            found.append("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            found.append("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+        if self.auth_health and not self.auth:
+            found.append("--auth-health needs --auth")
+        if self.max_long_polls < 0:
+            found.append(f"--max-long-polls must be at least 0, not {self.max_long_polls}")
+        if not (math.isfinite(self.enqueue_rate) and 0 <= self.enqueue_rate <= 1e9):
+            rate = self.enqueue_rate
+            found.append(f"--enqueue-rate must be between 0 and 1e9 jobs/s, not {rate}")
+        if not 1 <= self.enqueue_burst <= 1_000_000:
+            burst = self.enqueue_burst
+            found.append(f"--enqueue-burst must be between 1 and 1000000, not {burst}")
+        if self.auth and self.http_listen is not None:
+            found.append(
+                "--http-listen does not check tokens yet, so with --auth it would be a way around "
+                "them: leave the HTTP/JSON API off, or run it without --auth on a trusted network"
+            )
+        if self.http_listen is not None and not (self.insecure or is_loopback(self.http_listen)):
+            found.append(
+                f"--http-listen {self.http_listen[:64]} is reachable from other machines and the "
+                "HTTP/JSON API has no authentication or TLS: listen on 127.0.0.1, or pass "
+                "--insecure if the network itself is trusted"
+            )
+        secured = self.tls_cert is not None and (self.auth or self.tls_client_ca is not None)
+        if not (self.insecure or secured or is_loopback(self.listen)):
+            found.append(
+                f"--listen {self.listen} is reachable from other machines, and without TLS and "
+                "tokens (--tls-cert/--tls-key with --auth or --tls-client-ca) anyone who can "
+                "reach it may read every payload and run or cancel any job; secure it, listen on "
+                "127.0.0.1, or pass --insecure if the network itself is trusted"
+            )
         return found
 
 
 def _is_host_port(value: str) -> bool:
     host, _, port = value.rpartition(":")
     return bool(host) and port.isdigit() and int(port) <= 65535
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether host:port only accepts connections from this machine."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost, or a wildcard: assume reachable

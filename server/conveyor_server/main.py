@@ -7,6 +7,8 @@ import functools
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -15,8 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from conveyor_server.api.auth import AuthInterceptor, AuthSettings, PrincipalCache
 from conveyor_server.api.http.app import HttpApi
 from conveyor_server.api.http.server import HttpServer
+from conveyor_server.api.limits import PrincipalLimits, PrincipalLimitsConfig
 from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.rpc_metrics import RpcMetricsInterceptor
 from conveyor_server.api.servicer import CoordinatorServicer
@@ -40,6 +44,7 @@ from conveyor_server.observability.metrics import PrometheusMetrics
 from conveyor_server.store import dialects
 from conveyor_server.store.dialects import PoolSettings
 from conveyor_server.store.sql import SqlStore
+from conveyor_server.store.tokens import TokenStore
 
 log = structlog.get_logger("conveyor.server")
 
@@ -59,6 +64,7 @@ class Coordinator:
     _health: HealthServicer
     _store: SqlStore
     _endpoints: list[EndpointServer] = field(default_factory=list)
+    _tokens: TokenStore | None = None
     _stopped: bool = False
     # host:port of the HTTP/JSON API when --http-listen is given.
     http_address: str | None = None
@@ -103,8 +109,12 @@ class Coordinator:
             task_types=task_types,
             metrics=metrics,
         )
+        tokens = TokenStore(config.db_url) if config.auth else None
         server = grpc.aio.server(
-            interceptors=[RpcMetricsInterceptor(metrics.rpc_finished)] if metrics else [],
+            interceptors=[
+                *([RpcMetricsInterceptor(metrics.rpc_finished)] if metrics else []),
+                *_interceptors(config, tokens),
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -132,9 +142,15 @@ class Coordinator:
             server,
         )
         try:
-            port = server.add_insecure_port(config.listen)
-        except RuntimeError as exc:
+            credentials = _server_credentials(config)
+            if credentials is None:
+                port = server.add_insecure_port(config.listen)
+            else:
+                port = server.add_secure_port(config.listen, credentials)
+        except (RuntimeError, OSError) as exc:
             await store.close()
+            if tokens is not None:
+                tokens.close()
             raise OSError(f"cannot listen on {config.listen}: {exc}") from exc
         host = config.listen.rsplit(":", 1)[0]
         http = None
@@ -189,6 +205,8 @@ class Coordinator:
             address=address,
             http_address=http.address if http else None,
             db=_redact(config.db_url),
+            auth=config.auth,
+            tls="mutual" if config.tls_client_ca else bool(config.tls_cert),
         )
         return cls(
             config,
@@ -202,6 +220,7 @@ class Coordinator:
             health,
             store,
             endpoints,
+            tokens,
             http_address=http.address if http else None,
             _http=http,
         )
@@ -229,6 +248,8 @@ class Coordinator:
         for service in (self.reaper, self.waker, self.cron, self.pruner):
             await service.stop()
         await self._store.close()
+        if self._tokens is not None:
+            self._tokens.close()
         log.info("coordinator.stopped", address=self.address)
 
     async def serve_until_signalled(self) -> None:
@@ -302,6 +323,34 @@ class _HealthReporter:
     async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for service_name in ("", SERVICE_NAME):
             await self._health.set(service_name, status)
+
+
+def _interceptors(
+    config: ServerConfig, tokens: TokenStore | None
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    if tokens is None:
+        return []
+    limits = PrincipalLimits(
+        PrincipalLimitsConfig(
+            max_long_polls=config.max_long_polls,
+            enqueue_rate=config.enqueue_rate,
+            enqueue_burst=config.enqueue_burst,
+        )
+    )
+    settings = AuthSettings(close_health=config.auth_health)
+    return [AuthInterceptor(PrincipalCache(tokens.find), limits, settings)]
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS from the configured PEM files; mutual TLS when a client CA is given."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    chain = Path(config.tls_cert).read_bytes()
+    key = Path(config.tls_key).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def _redact(url: str) -> str:

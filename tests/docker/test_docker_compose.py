@@ -61,7 +61,7 @@ def test_compose_coordinators_run_the_image_entrypoint_listening_on_the_image_po
 ) -> None:
     service = SERVICES[name]
     assert "entrypoint" not in service
-    assert service["command"] == ["--log-format", "json"]
+    assert service["command"] == ["--log-format", "json", "--insecure"]
     listen = ds.service_environment(service)["CONVEYOR_LISTEN"]
     assert listen == f"0.0.0.0:{ds.only(FINAL, 'EXPOSE').arguments}"
 

@@ -59,7 +59,7 @@ def test_dockerfile_installs_the_project_with_the_postgres_extra() -> None:
 
 def test_dockerfile_commands_are_exec_form_so_signals_reach_the_coordinator() -> None:
     entrypoint = ds.exec_form(ds.only(FINAL, "ENTRYPOINT").arguments)
-    assert ds.exec_form(ds.only(FINAL, "CMD").arguments) == []
+    assert ds.exec_form(ds.only(FINAL, "CMD").arguments) == ["--insecure"]
     # The shell only reads the environment, then `exec` makes the coordinator PID 1.
     assert entrypoint[:2] == ["/bin/sh", "-c"]
     assert entrypoint[2].startswith("exec conveyor serve ")

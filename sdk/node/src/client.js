@@ -127,6 +127,9 @@ export class Client {
    * @param {number} [options.timeoutMs] bounds each call except waitJob (default 30 s)
    * @param {string} [options.protoPath] directory holding conveyor/v1/coordinator.proto
    * @param {import('@grpc/grpc-js').ChannelCredentials} [options.credentials] for TLS
+   *   (grpc.credentials.createSsl(root, key, certChain) for mutual TLS)
+   * @param {Buffer} [options.tlsRootCertificates] TLS trusting this CA (PEM), instead
+   * @param {string} [options.token] bearer token (default: $CONVEYOR_TOKEN)
    * @param {import('@grpc/grpc-js').ChannelOptions} [options.channelOptions] gRPC channel
    *   arguments, winning over the SDK's own
    * @param {boolean} [options.autoIdempotencyKeys] default false
@@ -137,6 +140,8 @@ export class Client {
     timeoutMs = 30_000,
     protoPath,
     credentials,
+    tlsRootCertificates,
+    token,
     channelOptions,
     autoIdempotencyKeys = false,
     enqueueRetry = {},
@@ -146,7 +151,13 @@ export class Client {
     this.autoIdempotencyKeys = autoIdempotencyKeys;
     this.enqueueRetry = { ...DEFAULT_ENQUEUE_RETRY, ...enqueueRetry };
     this.protoPath = protoPath;
-    this.stub = openStub(address, { protoPath, credentials, channelOptions });
+    this.stub = openStub(address, {
+      protoPath,
+      credentials,
+      tlsRootCertificates,
+      token,
+      channelOptions,
+    });
   }
 
   close() {

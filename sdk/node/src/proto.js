@@ -49,23 +49,54 @@ export function coordinatorService(protoPath = DEFAULT_PROTO_PATH) {
 }
 
 /**
- * A CoordinatorService stub on an insecure channel (or `credentials`, for TLS).
+ * A CoordinatorService stub on an insecure channel (or `credentials`, for TLS; or
+ * `tlsRootCertificates`, PEM of the CA to trust). `token` (default: $CONVEYOR_TOKEN) is sent as
+ * `authorization: Bearer <token>` on every call, on TLS and plaintext channels alike.
  * `channelOptions` are gRPC channel arguments ('grpc.max_reconnect_backoff_ms': 5000, say);
  * they win over the SDK's own (64 MiB send and receive limits).
  * @param {string} address host:port
  * @param {{protoPath?: string, credentials?: grpc.ChannelCredentials,
+ *   tlsRootCertificates?: Buffer, token?: string,
  *   channelOptions?: grpc.ChannelOptions}} [options]
  * @returns {grpc.Client & Record<string, Function>}
  */
-export function openStub(address, { protoPath, credentials, channelOptions } = {}) {
+export function openStub(
+  address,
+  { protoPath, credentials, tlsRootCertificates, token, channelOptions } = {},
+) {
   const Service = coordinatorService(protoPath);
+  if (credentials && tlsRootCertificates) {
+    throw new TypeError('pass credentials or tlsRootCertificates, not both');
+  }
+  const channelCredentials =
+    credentials ??
+    (tlsRootCertificates
+      ? grpc.credentials.createSsl(tlsRootCertificates)
+      : grpc.credentials.createInsecure());
+  const bearer = token ?? (process.env.CONVEYOR_TOKEN || undefined);
   return /** @type {any} */ (
-    new Service(address, credentials ?? grpc.credentials.createInsecure(), {
+    new Service(address, channelCredentials, {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       ...channelOptions,
+      ...(bearer ? { interceptors: [bearerInterceptor(bearer)] } : {}),
     })
   );
+}
+
+/**
+ * @param {string} token
+ * @returns {grpc.Interceptor}
+ */
+function bearerInterceptor(token) {
+  if (/\s/.test(token)) throw new TypeError('the token has whitespace; check $CONVEYOR_TOKEN');
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
 }
 
 /**

@@ -90,6 +90,8 @@ const STOPPED = Symbol('stopped');
  *   false: any job of the queues)
  * @property {string} [protoPath] directory holding conveyor/v1/coordinator.proto
  * @property {import('@grpc/grpc-js').ChannelCredentials} [credentials] for TLS
+ * @property {Buffer} [tlsRootCertificates] TLS trusting this CA (PEM), instead of credentials
+ * @property {string} [token] bearer token (default: $CONVEYOR_TOKEN)
  * @property {import('@grpc/grpc-js').ChannelOptions} [channelOptions] gRPC channel arguments,
  *   winning over the SDK's own
  * @property {Logger} [logger] default: warnings and errors to stderr, no info lines
@@ -580,6 +582,8 @@ function workerConfig(options) {
     declareTaskTypes: options.declareTaskTypes ?? true,
     protoPath: options.protoPath,
     credentials: options.credentials,
+    tlsRootCertificates: options.tlsRootCertificates,
+    token: options.token,
     channelOptions: options.channelOptions,
   };
   if (!Array.isArray(config.queues) || config.queues.length === 0) {

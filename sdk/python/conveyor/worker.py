@@ -37,12 +37,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from conveyor import _convert, _outcome
+from conveyor import _auth, _convert, _outcome
 from conveyor._contracts import Contract, Version, contract_of, decode
 from conveyor._heartbeats import Heartbeats
 from conveyor._receipts import Receipts
 from conveyor._running import RunningJob, StopReason, heartbeat_interval
-from conveyor.client import DEFAULT_ADDRESS, channel_options
+from conveyor.client import DEFAULT_ADDRESS, open_channel
 from conveyor.context import JobContext, Retry
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
@@ -153,14 +153,18 @@ class Worker:
         config: WorkerConfig | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
+        tls_root_certificates: bytes | None = None,
     ) -> None:
         self.config = _merge_config(config, concurrency, worker_id, shutdown_grace)
         if isinstance(queues, str) or not queues:
             raise ValueError("queues must be a non-empty list of queue names")
         self.address = address
         self.queues = list(queues)
-        self._credentials = credentials
+        self._credentials = _auth.channel_credentials(credentials, tls_root_certificates)
         self._channel_options = channel_options
+        # Resolved now, so a bad $CONVEYOR_TOKEN fails at construction, not in run().
+        self._token = _auth.resolve_token(token)
         # Per task type, one handler, or one per major version (highest first).
         self._tasks: dict[str, list[_Task]] = {}
         # Keyed by lease token: after a lost lease the same job may be leased here again
@@ -272,11 +276,9 @@ class Worker:
         """Works until stop() is called (or SIGTERM/SIGINT arrives, when
         `install_signal_handlers` is true), then shuts down gracefully. A Worker runs once."""
         self._prepare_run()
-        options = channel_options(self._channel_options)
-        if self._credentials is None:
-            channel = grpc.aio.insecure_channel(self.address, options=options)
-        else:
-            channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
+        channel = open_channel(
+            self.address, self._credentials, self._channel_options, token=self._token
+        )
         try:
             async with channel:
                 await self._work(rpc.CoordinatorServiceStub(channel), install_signal_handlers)

@@ -444,7 +444,7 @@ class JobService:
                 # With one coordinator per database, JobFinished hears of every transition
                 # to a terminal state; the rare re-read is only a safety net (500 waiters
                 # re-reading every second used half a core).
-                recheck = _WAIT_RECHECK_SECONDS * random.uniform(0.8, 1.2)
+                recheck = _WAIT_RECHECK_SECONDS * random.uniform(0.8, 1.2)  # nosec B311 # jitter
                 await _first_of(subscription.event, self._stopping, min(remaining, recheck))
                 subscription.event.clear()
 

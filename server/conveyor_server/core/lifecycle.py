@@ -22,7 +22,7 @@ from conveyor_server.core.model import (
 )
 
 # Ids must be unique, not secret (lease tokens are the secrets): a seeded PRNG is enough.
-_id_random = random.Random(os.urandom(32))
+_id_random = random.Random(os.urandom(32))  # nosec B311 # ids, not secrets (tokens use secrets)
 _TAIL_MAX = (1 << 80) - 1
 
 

@@ -245,3 +245,16 @@ leaders = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
+
+# API tokens (store/tokens.py). Only the SHA-256 of a token is kept; `roles` and `queues` are
+# comma-separated (role names and queue globs never contain commas). Revoking deletes the row.
+auth_tokens = sa.Table(
+    "auth_tokens",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("roles", sa.String(64), nullable=False),
+    sa.Column("queues", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)

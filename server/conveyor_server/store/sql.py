@@ -110,7 +110,7 @@ class SqlStore:
         self._synchronous = sqlite_synchronous
         self._max_write_batch = max_write_batch
         self._pool = pool or dialects.PoolSettings()
-        self._rng = rng or Random()
+        self._rng = rng or Random()  # nosec B311 # retry jitter, not a secret
         self._writer: GroupWriter | None = None
         self._readers: ReaderPool | None = None
         self._closed = False

@@ -195,7 +195,7 @@ class GroupWriter:
                 await asyncio.sleep(WRITE_PROBE_INTERVAL_SECONDS)
                 try:
                     await self.write(self._hooks.probe)
-                except Exception:
+                except Exception:  # nosec B112 # the probe retries; the failure was logged
                     continue  # still failing; the failure was logged
                 self._probe_task = None
                 self._write_health(True)
