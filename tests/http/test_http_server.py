@@ -22,9 +22,23 @@ def test_serve_has_no_http_api_unless_http_listen_is_given() -> None:
 
 
 def test_serve_http_listen_flag_sets_the_address() -> None:
-    args = build_parser().parse_args(["serve", "--http-listen", "0.0.0.0:8080"])
+    args = build_parser().parse_args(["serve", "--http-listen", "127.0.0.1:8080"])
 
-    assert _config(args).http_listen == "0.0.0.0:8080"
+    assert _config(args).http_listen == "127.0.0.1:8080"
+
+
+def test_a_non_loopback_http_listen_needs_insecure() -> None:
+    refused = ["serve", "--http-listen", "0.0.0.0:8080"]
+    with pytest.raises(ConfigError, match="--http-listen 0.0.0.0:8080 is reachable"):
+        _config(build_parser().parse_args(refused))
+
+    assert _config(build_parser().parse_args([*refused, "--insecure"])).insecure
+
+
+def test_http_listen_with_auth_is_refused_until_http_checks_tokens() -> None:
+    args = build_parser().parse_args(["serve", "--auth", "--http-listen", "127.0.0.1:8080"])
+    with pytest.raises(ConfigError, match="does not check tokens yet"):
+        _config(args)
 
 
 def test_http_listen_without_a_port_is_a_config_error() -> None:
