@@ -29,7 +29,7 @@ def test_serve_http_listen_flag_sets_the_address() -> None:
 
 def test_a_non_loopback_http_listen_needs_insecure() -> None:
     refused = ["serve", "--http-listen", "0.0.0.0:8080"]
-    with pytest.raises(ConfigError, match="--http-listen 0.0.0.0:8080 is reachable"):
+    with pytest.raises(ConfigError, match=r"--http-listen 0\.0\.0\.0:8080 is reachable"):
         _config(build_parser().parse_args(refused))
 
     assert _config(build_parser().parse_args([*refused, "--insecure"])).insecure
