@@ -208,7 +208,16 @@ class SqlStore:
 
     async def _read(self, work: Callable[[Connection], T]) -> T:
         assert self._readers is not None
-        return await self._readers.run(work)
+        try:
+            return await self._readers.run(work)
+        except sa.exc.OperationalError as exc:
+            # The database could not be reached or refused a connection (PostgreSQL out of
+            # connection slots, a restart, SQLite locked or failing I/O): transient, and the
+            # caller may retry; never INTERNAL.
+            raise Unavailable(
+                "the coordinator cannot read its database right now (unreachable, out of "
+                "connections or failing I/O); retry shortly"
+            ) from exc
 
     def _sync_level(self, conn: Connection, must_sync: bool) -> None:
         """Enqueues, receipts and admin changes commit at the configured level (FULL: on

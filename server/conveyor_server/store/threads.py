@@ -33,7 +33,15 @@ class DatabaseThread:
     def _call(self, work: Callable[[Connection], T]) -> T:
         if self._conn is None:
             self._conn = self._engine.connect()  # made in, and only used by, this thread
-        return work(self._conn)
+        try:
+            return work(self._conn)
+        except Exception:
+            if self._conn.invalidated or self._conn.closed:
+                # The database dropped the connection (a restart, a terminated backend): this
+                # call fails, and the next one connects anew instead of failing for ever.
+                self._conn.close()
+                self._conn = None
+            raise
 
     async def close(self) -> None:
         if self._conn is not None:
