@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -70,9 +71,15 @@ class NoopFunction:
 
 
 async def _set_push(stub: rpc.CoordinatorServiceStub, url: str, concurrency: int = 10) -> None:
-    queue = pb.Queue(name=QUEUE, push=pb.PushTarget(url=url, max_concurrency=concurrency))
+    # Leases of 60 s outlast the 30 s request timeout plus the pusher's margin, so the
+    # pusher need not extend each lease (one more write per job) before it POSTs.
+    queue = pb.Queue(
+        name=QUEUE,
+        push=pb.PushTarget(url=url, max_concurrency=concurrency),
+        lease_duration=Duration(seconds=60),
+    )
     await stub.UpdateQueue(
-        pb.UpdateQueueRequest(queue=queue, update_mask=FieldMask(paths=["push"]))
+        pb.UpdateQueueRequest(queue=queue, update_mask=FieldMask(paths=["push", "lease_duration"]))
     )
 
 
