@@ -75,7 +75,8 @@ class _QueueLoop:
                 leased = await pusher.jobs.lease(
                     pusher.config.worker_id, [self.name], free, pusher.config.lease_wait_seconds
                 )
-            except ConveyorError as exc:
+            except Exception as exc:
+                # A background loop logs and goes on (a broken disk, say), never dies silently.
                 log.error("push.lease_failed", queue=self.name, error=type(exc).__name__)
                 await asyncio.sleep(ERROR_BACKOFF_SECONDS)
                 continue
@@ -150,7 +151,7 @@ class Pusher:
             self._changed.clear()
             try:
                 await self._refresh()
-            except ConveyorError as exc:
+            except Exception as exc:
                 log.error("push.refresh_failed", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self.config.refresh_seconds)
@@ -178,7 +179,7 @@ class Pusher:
     async def deliver_logged(self, job: LeasedJob, target: PushConfig) -> None:
         try:
             await self.deliver(job, target)
-        except ConveyorError as exc:
+        except Exception as exc:
             # The lease then ends on its own and the job is retried as after a lost worker.
             log.error("push.delivery_failed", job_id=job.job_id, error=type(exc).__name__)
 
