@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from conveyor_server.logs import configure_logging
 from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.leader import Leadership, holder_id
 from conveyor_server.maintenance.pruner import Pruner
+from conveyor_server.maintenance.pusher import Pusher, PusherConfig
 from conveyor_server.maintenance.reaper import Reaper
 from conveyor_server.maintenance.waker import Waker
 from conveyor_server.observability.http import HttpServer as EndpointServer
@@ -60,6 +62,7 @@ class Coordinator:
     waker: Waker
     cron: CronFirer
     pruner: Pruner
+    pusher: Pusher
     _server: grpc.aio.Server
     _health: HealthServicer
     _store: SqlStore
@@ -123,7 +126,21 @@ class Coordinator:
             ],
         )
         cron_alarm, prune_alarm = DueTimeAlarm(), DueTimeAlarm()
-        queues = QueueService(store, clock, wakeups, limits_changed=jobs.forget_limits)
+
+        def limits_changed(queue: str) -> None:
+            jobs.forget_limits(queue)
+            pusher.queue_changed(queue)
+
+        queues = QueueService(store, clock, wakeups, limits_changed=limits_changed)
+        pusher = Pusher(
+            jobs,
+            queues.list,
+            clock,
+            PusherConfig(
+                worker_id=f"push:{socket.gethostname()}:{os.getpid()}",
+                max_result_bytes=config.max_payload_bytes,
+            ),
+        )
         limits = Limits(
             max_payload_bytes=config.max_payload_bytes, max_message_bytes=MAX_MESSAGE_BYTES
         )
@@ -182,6 +199,7 @@ class Coordinator:
                 led.leadership = Leadership(store, led.name, holder, clock)
         for background in (reaper, waker, cron, pruner):
             background.start()
+        pusher.start()
         endpoints = _http_servers(config, metrics, jobs, queues, schedules, clock)
         for started, endpoint in enumerate(endpoints):
             try:
@@ -194,6 +212,7 @@ class Coordinator:
                 await server.stop(0)
                 for background in (reaper, waker, cron, pruner):
                     await background.stop()
+                await pusher.stop(0)
                 await store.close()
                 raise
         for service_name in ("", SERVICE_NAME):
@@ -216,6 +235,7 @@ class Coordinator:
             waker,
             cron,
             pruner,
+            pusher,
             server,
             health,
             store,
@@ -236,6 +256,8 @@ class Coordinator:
             return
         self._stopped = True
         await self._health.enter_graceful_shutdown()
+        # Before the long-polls end: its lease loops would otherwise ask again at once.
+        await self.pusher.stop()
         self.jobs.stop_waiting()
         for endpoint in self._endpoints:
             await endpoint.stop()

@@ -24,6 +24,7 @@ from conveyor_server.core.model import (
     RetryPolicy,
     TransitionResult,
 )
+from conveyor_server.core.push import PushConfig
 from conveyor_server.core.schedules import Schedule
 
 # Attempts a Job reply carries: the newest ones. After 4,300 failed attempts a full history no
@@ -215,11 +216,24 @@ def queue(item: Queue) -> pb.Queue:
         ),
         strict_task_types=config.strict_task_types,
     )
+    if config.push is not None:
+        message.push.CopyFrom(push_target(config.push))
     if defaults.lease_duration is not None:
         message.lease_duration.CopyFrom(duration(defaults.lease_duration))
     if stats.oldest_available_age is not None:
         message.stats.oldest_available_age.CopyFrom(duration(stats.oldest_available_age))
     return message
+
+
+def push_target(config: PushConfig) -> pb.PushTarget:
+    """The target as GetQueue shows it: the secret is write-only, only its presence shows."""
+    return pb.PushTarget(
+        url=config.url,
+        timeout=duration(config.timeout),
+        headers=dict(config.headers),
+        max_concurrency=config.max_concurrency,
+        signing_secret_set=config.signing_secret is not None,
+    )
 
 
 def task_type(item: TaskType) -> pb.TaskType:

@@ -9,6 +9,7 @@ import dataclasses
 import importlib.metadata
 import math
 import re
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,6 +41,9 @@ from conveyor_server.core.model import (
     TaskTypeRef,
     Version,
 )
+from conveyor_server.core.push import DEFAULT_MAX_CONCURRENCY as DEFAULT_PUSH_CONCURRENCY
+from conveyor_server.core.push import DEFAULT_TIMEOUT as DEFAULT_PUSH_TIMEOUT
+from conveyor_server.core.push import PushConfig
 from conveyor_server.core.schedules import (
     DEFAULT_CATCH_UP_LIMIT,
     MAX_CATCH_UP_LIMIT,
@@ -460,7 +464,96 @@ QUEUE_FIELDS = (
     "max_attempts",
     "retention",
     "strict_task_types",
+    "push",
 )
+
+MAX_PUSH_URL_LENGTH = 2048
+MIN_PUSH_TIMEOUT: Micros = 1 * MICROS_PER_SECOND
+MAX_PUSH_TIMEOUT: Micros = 15 * 60 * MICROS_PER_SECOND
+MAX_PUSH_HEADERS = 50
+MAX_PUSH_HEADER_LENGTH = 8 * 1024
+MAX_PUSH_CONCURRENCY = 1000
+MAX_SIGNING_SECRET_LENGTH = 256
+# Headers that describe one connection, not the request: a proxy or the client sets them.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+
+
+def _push_headers(message: pb.PushTarget) -> tuple[tuple[str, str], ...]:
+    if len(message.headers) > MAX_PUSH_HEADERS:
+        raise InvalidArgument(f"queue.push.headers has more than {MAX_PUSH_HEADERS} entries")
+    for header, value in message.headers.items():
+        if not _HEADER_NAME.fullmatch(header):
+            raise InvalidArgument(f"queue.push.headers: {shown(header)} is not a header name")
+        lowered = header.lower()
+        if lowered.startswith("conveyor-") or lowered in _HOP_BY_HOP:
+            raise InvalidArgument(
+                f"queue.push.headers: {shown(header)} is set by the coordinator and may not be "
+                "given (Conveyor-* and hop-by-hop headers)"
+            )
+        if len(value) > MAX_PUSH_HEADER_LENGTH or any(c in value for c in "\r\n\0"):
+            raise InvalidArgument(
+                f"queue.push.headers[{shown(header)}] must be at most {MAX_PUSH_HEADER_LENGTH} "
+                "characters, without line breaks"
+            )
+    return tuple(sorted(message.headers.items()))
+
+
+def push_target(message: pb.Queue) -> PushConfig | None:
+    """The queue's push target; None when `push` is unset (a pull queue)."""
+    if not message.HasField("push"):
+        return None
+    target = message.push
+    url = target.url
+    parsed = urllib.parse.urlsplit(url) if len(url) <= MAX_PUSH_URL_LENGTH else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise InvalidArgument(
+            f"queue.push.url must be an http or https URL of at most {MAX_PUSH_URL_LENGTH} "
+            f"characters, not {shown(url)}"
+        )
+    timeout = _optional_duration(target, "timeout", "queue.push.", DEFAULT_PUSH_TIMEOUT)
+    assert timeout is not None
+    if not MIN_PUSH_TIMEOUT <= timeout <= MAX_PUSH_TIMEOUT:
+        raise InvalidArgument("queue.push.timeout must be between 1 s and 15 min")
+    concurrency = target.max_concurrency or DEFAULT_PUSH_CONCURRENCY
+    if not 1 <= concurrency <= MAX_PUSH_CONCURRENCY:
+        raise InvalidArgument(
+            f"queue.push.max_concurrency must be between 1 and {MAX_PUSH_CONCURRENCY} "
+            f"(0: the default, {DEFAULT_PUSH_CONCURRENCY})"
+        )
+    if len(target.signing_secret) > MAX_SIGNING_SECRET_LENGTH:
+        raise InvalidArgument(
+            f"queue.push.signing_secret must be at most {MAX_SIGNING_SECRET_LENGTH} characters"
+        )
+    return PushConfig(
+        url=url,
+        timeout=timeout,
+        headers=_push_headers(target),
+        max_concurrency=concurrency,
+        signing_secret=target.signing_secret or None,
+    )
+
+
+def _kept_secret(new: PushConfig | None, current: PushConfig | None) -> PushConfig | None:
+    """The secret is write-only, so a target read with GetQueue and written back keeps it:
+    an empty signing_secret keeps the one set. Clearing `push` removes it."""
+    if new is None or new.signing_secret is not None or current is None:
+        return new
+    return dataclasses.replace(new, signing_secret=current.signing_secret)
 
 
 def _rate_limit(
@@ -526,10 +619,13 @@ def queue_update(
         "paused": message.paused,
         "retention": _retention(message),
         "strict_task_types": message.strict_task_types,
+        "push": push_target(message),
     }
 
     def change(current: QueueConfig) -> QueueConfig:
         config = dataclasses.replace(current, **{k: v for k, v in new.items() if k in fields})
+        if "push" in fields:
+            config = dataclasses.replace(config, push=_kept_secret(config.push, current.push))
         defaults = config.defaults
         if "max_attempts" in fields:
             defaults = dataclasses.replace(defaults, max_attempts=settings.max_attempts)

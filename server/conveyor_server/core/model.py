@@ -8,10 +8,13 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor_server.core.clock import MICROS_PER_SECOND
 from conveyor_server.errors import InvalidArgument, shown
+
+if TYPE_CHECKING:
+    from conveyor_server.core.push import PushConfig
 
 Micros = int
 
@@ -442,6 +445,8 @@ class QueueConfig:
     retention: Retention = Retention()
     # Every job must name a registered task type version.
     strict_task_types: bool = False
+    # Set: the coordinator POSTs the queue's jobs to an HTTP endpoint (core/push.py).
+    push: PushConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from conveyor_server.core.model import (
     Retention,
     RetryOverrides,
 )
+from conveyor_server.core.push import PushConfig
 from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects
 from conveyor_server.store.prepared import Prepared
@@ -191,6 +192,7 @@ def queue_config(row: Any) -> QueueConfig:
             cancelled=row.retain_cancelled,
         ),
         strict_task_types=bool(row.strict_task_types),
+        push=PushConfig.from_bytes(row.push_target) if row.push_target is not None else None,
     )
 
 
@@ -214,6 +216,7 @@ def queue_values(config: QueueConfig) -> dict[str, Any]:
         "retain_failed": config.retention.failed,
         "retain_cancelled": config.retention.cancelled,
         "strict_task_types": config.strict_task_types,
+        "push_target": config.push.to_bytes() if config.push is not None else None,
     }
 
 

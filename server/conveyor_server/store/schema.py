@@ -163,6 +163,8 @@ queues = sa.Table(
     sa.Column("previous_window_count", sa.Integer, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("strict_task_types", sa.Boolean, nullable=False, server_default=sa.false()),
+    # A push queue's target: a serialized conveyor.v1.PushTarget (core/push.py); NULL: pull.
+    sa.Column("push_target", sa.LargeBinary),
 )
 
 # One token bucket per (queue, throttle_key); a missing row is a full bucket.

@@ -1446,6 +1446,7 @@ class Queue(_message.Message):
     RETENTION_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     STRICT_TASK_TYPES_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     max_concurrency: _builtins.int
     """Jobs leased at once across all workers; 0 = no cap."""
@@ -1475,6 +1476,13 @@ class Queue(_message.Message):
     def stats(self) -> Global___QueueStats:
         """Output only."""
 
+    @_builtins.property
+    def push(self) -> Global___PushTarget:
+        """Set: the coordinator itself leases this queue's due jobs and POSTs each one to an HTTP
+        endpoint (a serverless function); unset: pull workers lease them. Clear it by naming
+        `push` in the update_mask with no value.
+        """
+
     def __init__(
         self,
         *,
@@ -1489,14 +1497,93 @@ class Queue(_message.Message):
         retention: Global___RetentionPolicy | None = ...,
         stats: Global___QueueStats | None = ...,
         strict_task_types: _builtins.bool = ...,
+        push: Global___PushTarget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "per_key_rate_limit", b"per_key_rate_limit", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "per_key_rate_limit", b"per_key_rate_limit", "push", b"push", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "per_key_rate_limit", b"per_key_rate_limit", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats", "strict_task_types", b"strict_task_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "per_key_rate_limit", b"per_key_rate_limit", "push", b"push", "rate_limit", b"rate_limit", "retention", b"retention", "retry_policy", b"retry_policy", "stats", b"stats", "strict_task_types", b"strict_task_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Queue: _TypeAlias = Queue  # noqa: Y015
+
+@_typing.final
+class PushTarget(_message.Message):
+    """Where and how a push queue's jobs are delivered. Each job is POSTed to `url` with its raw
+    payload as the body and the headers Conveyor-Job-Id, Conveyor-Attempt, Conveyor-Lease-Token,
+    Conveyor-Deadline (RFC 3339, the lease's end) and, when a secret is set,
+    Conveyor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>.
+    A 2xx reply with a body is a success and the body is the result; 202 Accepted means the
+    function took the job and will send its receipt itself with the lease token; 408, 409,
+    429 (Retry-After honoured), 5xx, timeouts and connection errors are retryable failures;
+    any other 4xx is a non-retryable failure.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_SET_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http or https, at most 2,048 characters."""
+    max_concurrency: _builtins.int
+    """Requests in flight at once for this queue, 1 to 1,000 (default 10)."""
+    signing_secret: _builtins.str
+    """Write-only (at most 256 characters): never returned; see signing_secret_set."""
+    signing_secret_set: _builtins.bool
+    """Output only: whether a signing secret is set."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long one request may take, 1 s to 15 min (default 30 s). Each lease lasts at
+        least this long.
+        """
+
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra request headers (at most 50), e.g. an API key; names starting with Conveyor- and
+        hop-by-hop headers are refused.
+        """
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_concurrency: _builtins.int = ...,
+        signing_secret: _builtins.str = ...,
+        signing_secret_set: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "max_concurrency", b"max_concurrency", "signing_secret", b"signing_secret", "signing_secret_set", b"signing_secret_set", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushTarget: _TypeAlias = PushTarget  # noqa: Y015
 
 @_typing.final
 class GetQueueRequest(_message.Message):

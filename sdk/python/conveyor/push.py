@@ -1,0 +1,178 @@
+"""Run a Worker's handlers behind a URL: the coordinator POSTs each job of a push queue to it.
+
+    worker = Worker(...)
+    @worker.task("send_email")
+    async def send_email(job: JobContext) -> bytes: ...
+
+    app = asgi_app(worker, secret=os.environ["CONVEYOR_SIGNING_SECRET"])  # uvicorn mod:app
+
+The same handler code runs as a pull worker (`worker.run()`) or as a function behind a URL.
+The app checks the request's Conveyor-Signature (refusing a bad one, or one older than five
+minutes, with 401), runs the handler named by Conveyor-Task-Type and answers as the
+coordinator expects: 200 with the result; 422 for a non-retryable failure (the job fails for
+good); 500 for a retryable one, or 503 with Retry-After for `Retry(after=...)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from conveyor import _outcome
+from conveyor.context import JobContext, Retry
+from conveyor.v1 import coordinator_pb2 as pb
+from conveyor.worker import Worker
+
+# A signature older (or further in the future) than this is refused: a captured request
+# cannot be replayed later.
+SIGNATURE_TOLERANCE_SECONDS = 300
+# Requests larger than this are refused (413) before the handler runs.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The Conveyor-Signature header value for `body` at `timestamp` (unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_signature(
+    secret: str,
+    header: str | None,
+    body: bytes,
+    now: float | None = None,
+    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """Whether `header` (Conveyor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+    "<t>.<body>")>) signs `body` with `secret` and is at most `tolerance` seconds from `now`.
+    Several v1= values are accepted (any one matching), for secret rotation."""
+    if not header:
+        return False
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+
+
+def asgi_app(worker: Worker, *, secret: str | None) -> ASGIApp:
+    """An ASGI app running `worker`'s registered handlers for pushed jobs. `secret` None
+    turns the signature check off (only for a URL nothing else can reach)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "POST":
+            await _reply(send, 405, b"push requests are POSTs")
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _reply(send, 413, b"request body too large")
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if secret is not None and not verify_signature(
+            secret, headers.get("conveyor-signature"), body
+        ):
+            await _reply(send, 401, b"bad or expired Conveyor-Signature")
+            return
+        status, extra, reply = await _run(worker, headers, body)
+        await _reply(send, status, reply, extra)
+
+    return app
+
+
+async def _run(
+    worker: Worker, headers: dict[str, str], body: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    job = pb.LeasedJob(
+        job_id=headers.get("conveyor-job-id", ""),
+        lease_token=headers.get("conveyor-lease-token", ""),
+        queue=headers.get("conveyor-queue", ""),
+        task_type=headers.get("conveyor-task-type", ""),
+        task_version=headers.get("conveyor-task-version", ""),
+        payload=body,
+        attempt=_int(headers.get("conveyor-attempt"), 1),
+        max_attempts=_int(headers.get("conveyor-max-attempts"), 1),
+    )
+    task = worker._task_for(job)
+    if task is None:
+        # Retryable, as for a pull worker: another deployment may have the handler.
+        return 500, [], f"no handler for task type {job.task_type[:100]!r}".encode()
+    context = JobContext(
+        job_id=job.job_id,
+        queue=job.queue,
+        task_type=job.task_type,
+        task_version=job.task_version,
+        payload=body,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+    )
+    try:
+        if task.timeout is None:
+            value = await worker._call(task, context)
+        else:
+            value = await worker._call_within(task.timeout, task, context)
+        return 200, [], _outcome.result_bytes(value)
+    except Retry as retry:
+        delay = _outcome.retry_delay(retry)
+        extra = [(b"retry-after", str(int(delay.total_seconds())).encode())] if delay else []
+        return 503, extra, _outcome.retry_error(retry).message.encode()
+    except Exception as exc:
+        error = _outcome.failure_error(exc, task.non_retryable)
+        status = 422 if error.non_retryable else 500
+        return status, [], f"{error.type}: {error.message}".encode()
+
+
+def _int(value: str | None, default: int) -> int:
+    return int(value) if value is not None and value.isdigit() else default
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY_BYTES:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def _reply(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", b"application/octet-stream"), *(extra or [])]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

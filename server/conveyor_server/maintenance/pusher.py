@@ -1,0 +1,251 @@
+"""The pusher: delivers the jobs of push queues to their HTTP endpoints.
+
+For each push queue one long-poll lease loop leases due jobs to this coordinator through the
+same JobService.lease path as a pull worker (worker id "push:<coordinator>"), never more than
+the target's free slots, so rate limits, per-key buckets, concurrency caps, retries, backoff,
+dead-lettering, cancellation and fencing all work as they do for pull workers. Each leased
+job is POSTed once (never twice for one lease); the reply becomes a receipt sent with the
+lease token, and a receipt the store refuses (the lease ended meanwhile) is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from conveyor_server.core import push
+from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
+from conveyor_server.core.jobs import JobService
+from conveyor_server.core.model import HeartbeatParams, LeasedJob, Micros, Queue, ReceiptParams
+from conveyor_server.core.push import PushConfig, PushOutcome
+from conveyor_server.errors import ConveyorError
+
+log = structlog.get_logger("conveyor.pusher")
+
+# A long-poll lease waits this long for due work before asking again (it wakes at once on
+# news in the queue: an enqueue, a receipt, a limit change).
+LEASE_WAIT_SECONDS = 30.0
+# How often the set of push queues is read again, for changes made through another
+# coordinator; changes made through this one are seen at once.
+REFRESH_SECONDS = 30.0
+ERROR_BACKOFF_SECONDS = 1.0
+# A lease outlives the request by this much, so the receipt of a request that took its whole
+# timeout still arrives while the lease holds.
+LEASE_MARGIN: Micros = 5 * MICROS_PER_SECOND
+# How long stop() lets requests in flight finish before cancelling them.
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PusherConfig:
+    worker_id: str
+    # A reply body larger than this is not a result (the server's payload limit).
+    max_result_bytes: int
+    lease_wait_seconds: float = LEASE_WAIT_SECONDS
+    refresh_seconds: float = REFRESH_SECONDS
+
+
+ListQueues = Callable[[str | None, int], Awaitable[list[Queue]]]
+
+
+class _QueueLoop:
+    """One push queue: a lease loop bounded by the target's max_concurrency."""
+
+    def __init__(self, pusher: Pusher, name: str, target: PushConfig) -> None:
+        self.name = name
+        self.target = target
+        self._pusher = pusher
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"conveyor-push-{name}")
+
+    async def _run(self) -> None:
+        pusher = self._pusher
+        while True:
+            free = self.target.max_concurrency - len(self._in_flight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                leased = await pusher.jobs.lease(
+                    pusher.config.worker_id, [self.name], free, pusher.config.lease_wait_seconds
+                )
+            except Exception as exc:
+                # A background loop logs and goes on (a broken disk, say), never dies silently.
+                log.error("push.lease_failed", queue=self.name, error=type(exc).__name__)
+                await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+                continue
+            for job in leased:
+                task = asyncio.create_task(pusher.deliver_logged(job, self.target))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slot_freed.set()
+
+    async def stop(self, grace: float) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self._in_flight:
+            _done, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+class Pusher:
+    name = "pusher"
+
+    def __init__(
+        self,
+        jobs: JobService,
+        list_queues: ListQueues,
+        clock: Clock,
+        config: PusherConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.config = config
+        self._list_queues = list_queues
+        self._clock = clock
+        # One client for every push: connections to a function are reused across requests.
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        )
+        self._loops: dict[str, _QueueLoop] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch(), name="conveyor-pusher")
+
+    def queue_changed(self, _name: str) -> None:
+        """A queue's settings changed here: read the push queues again now."""
+        self._changed.set()
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stops leasing, lets requests in flight finish for `grace` seconds; idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        loops, self._loops = list(self._loops.values()), {}
+        await asyncio.gather(*(loop.stop(grace) for loop in loops))
+        await self._client.aclose()
+
+    async def _watch(self) -> None:
+        while True:
+            self._changed.clear()
+            try:
+                await self._refresh()
+            except Exception as exc:
+                log.error("push.refresh_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self.config.refresh_seconds)
+
+    async def _refresh(self) -> None:
+        targets: dict[str, PushConfig] = {}
+        after: str | None = None
+        while True:
+            page = await self._list_queues(after, 1000)
+            for queue in page:
+                if queue.config.push is not None and not queue.config.paused:
+                    targets[queue.config.name] = queue.config.push
+            if len(page) < 1000:
+                break
+            after = page[-1].config.name
+        for name, loop in list(self._loops.items()):
+            if targets.get(name) != loop.target:
+                del self._loops[name]
+                await loop.stop(STOP_GRACE_SECONDS)
+        for name, target in targets.items():
+            if name not in self._loops:
+                self._loops[name] = _QueueLoop(self, name, target)
+                log.info("push.queue_started", queue=name)
+
+    async def deliver_logged(self, job: LeasedJob, target: PushConfig) -> None:
+        try:
+            await self.deliver(job, target)
+        except Exception as exc:
+            # The lease then ends on its own and the job is retried as after a lost worker.
+            log.error("push.delivery_failed", job_id=job.job_id, error=type(exc).__name__)
+
+    async def deliver(self, job: LeasedJob, target: PushConfig) -> None:
+        """POSTs one leased job, once, and settles it from the reply."""
+        expires_at = await self._long_enough(job, target)
+        if expires_at is None:
+            return
+        outcome = await self._post(job, target, expires_at)
+        self.delivered += 1
+        if outcome.outcome is None:
+            log.info("push.accepted", job_id=job.job_id, queue=job.queue)
+            return  # 202: the function sends its own receipt with the lease token.
+        receipt = ReceiptParams(
+            job_id=job.job_id,
+            lease_token=job.lease_token,
+            outcome=outcome.outcome,
+            result=outcome.result,
+            error=outcome.error,
+            retry_after=outcome.retry_after,
+        )
+        (settled,) = await asyncio.shield(self.jobs.receipt([receipt]))
+        if isinstance(settled, ConveyorError):
+            # Fencing: the lease ended (expired, cancelled) before the reply; the answer is late.
+            log.info("push.receipt_refused", job_id=job.job_id, reason=type(settled).__name__)
+
+    async def _long_enough(self, job: LeasedJob, target: PushConfig) -> Micros | None:
+        """The lease's end, extended first when the job's lease is shorter than the request
+        may take; None when the lease is already lost."""
+        needed = target.timeout + LEASE_MARGIN
+        if job.lease_expires_at - self._clock.now() >= needed:
+            return job.lease_expires_at
+        params = HeartbeatParams(
+            job_id=job.job_id, lease_token=job.lease_token, extend_by=needed, checkpoint=None
+        )
+        (result,) = await self.jobs.heartbeat([params])
+        if isinstance(result, ConveyorError):
+            log.info("push.lease_lost", job_id=job.job_id, reason=type(result).__name__)
+            return None
+        return result.lease_expires_at
+
+    async def _post(self, job: LeasedJob, target: PushConfig, expires_at: Micros) -> PushOutcome:
+        now = self._clock.now()
+        headers = push.request_headers(target, job, deadline=expires_at, now=now)
+        limit = self.config.max_result_bytes
+        try:
+            async with self._client.stream(
+                "POST",
+                target.url,
+                content=job.payload,
+                headers=headers,
+                timeout=target.timeout / MICROS_PER_SECOND,
+            ) as reply:
+                body = bytearray()
+                async for chunk in reply.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        break  # Enough to know it is too large; the rest is not read.
+                return push.outcome_of_reply(
+                    reply.status_code,
+                    bytes(body),
+                    reply.headers.get("retry-after"),
+                    limit,
+                    self._clock.now(),
+                )
+        except httpx.TimeoutException as exc:
+            return push.outcome_of_transport_error(True, type(exc).__name__)
+        except httpx.HTTPError as exc:
+            return push.outcome_of_transport_error(False, type(exc).__name__)

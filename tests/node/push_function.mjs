@@ -1,0 +1,39 @@
+// A push function for tests/node/test_node_push.py: a plain `http` server running handlers
+// through the SDK's pushHandler. Prints {"event":"ready","port":N}; with "verify", instead
+// prints what verifySignature says about fixed cases and exits.
+import http from 'node:http';
+
+import { NonRetryableError, pushHandler, sign, verifySignature } from '../../sdk/node/src/index.js';
+
+const [mode, secret] = process.argv.slice(2);
+
+if (mode === 'verify') {
+  const body = Buffer.from('ada');
+  const now = 1_800_000_000;
+  const good = sign('k', now, body);
+  console.log(
+    JSON.stringify({
+      event: 'verified',
+      good: verifySignature('k', good, body, now + 300),
+      wrongSecret: verifySignature('other', good, body, now),
+      tampered: verifySignature('k', good, Buffer.from('eve'), now),
+      replayedLate: verifySignature('k', good, body, now + 301),
+      missing: verifySignature('k', undefined, body, now),
+      garbage: verifySignature('k', 't=x,v1=zz', body, now),
+    }),
+  );
+  process.exit(0);
+}
+
+const handlers = {
+  hello: async (/** @type {any} */ job) => Buffer.concat([Buffer.from('hello '), job.payload]),
+  refuse: async () => {
+    throw new NonRetryableError('never');
+  },
+};
+const server = http.createServer(pushHandler(handlers, { secret }));
+server.listen(0, '127.0.0.1', () => {
+  const address = /** @type {import('node:net').AddressInfo} */ (server.address());
+  console.log(JSON.stringify({ event: 'ready', port: address.port }));
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -1,0 +1,70 @@
+"""The Node SDK's push side: a plain `http` server with pushHandler as a push queue's
+function (real coordinator, real time), and verifySignature's verdicts."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conveyor.v1 import coordinator_pb2 as pb
+from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor_server.main import Coordinator
+from node_support import HERE, SpawnNode, require_node
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "push"))
+from push_helpers import enqueue, job_in_state, set_push
+
+require_node()
+
+PUSH_FUNCTION = HERE / "push_function.mjs"
+
+
+@pytest.fixture
+async def live_stub(live_coordinator: Coordinator) -> AsyncIterator[rpc.CoordinatorServiceStub]:
+    async with grpc.aio.insecure_channel(live_coordinator.address) as channel:
+        yield rpc.CoordinatorServiceStub(channel)
+
+
+async def test_a_node_push_handler_runs_pushed_jobs(
+    live_stub: rpc.CoordinatorServiceStub, spawn_node: SpawnNode
+) -> None:
+    function = await spawn_node(str(PUSH_FUNCTION), "serve", "k")
+    port = (await function.event("ready"))["port"]
+    await set_push(live_stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
+    job_id = await enqueue(live_stub, "fn", b"ada")
+    job = await job_in_state(live_stub, job_id, pb.JOB_STATE_SUCCEEDED)
+    assert job.result == b"hello ada"
+    refused = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="fn", task_type="refuse", max_attempts=5))
+    )
+    failed = await job_in_state(live_stub, refused.job_id, pb.JOB_STATE_FAILED)
+    assert failed.attempt == 1 and "never" in failed.last_error.message
+
+
+async def test_a_node_push_handler_refuses_another_secret(
+    live_stub: rpc.CoordinatorServiceStub, spawn_node: SpawnNode
+) -> None:
+    function = await spawn_node(str(PUSH_FUNCTION), "serve", "k")
+    port = (await function.event("ready"))["port"]
+    await set_push(live_stub, "fn", f"http://127.0.0.1:{port}/", secret="not-k")
+    job_id = await enqueue(live_stub, "fn", b"ada", max_attempts=5)
+    job = await job_in_state(live_stub, job_id, pb.JOB_STATE_FAILED)
+    assert "HTTP 401" in job.last_error.message
+
+
+async def test_node_verify_signature_refuses_bad_and_old_signatures(
+    spawn_node: SpawnNode,
+) -> None:
+    verdicts = await (await spawn_node(str(PUSH_FUNCTION), "verify")).event("verified")
+    assert verdicts == {
+        "event": "verified",
+        "good": True,
+        "wrongSecret": False,
+        "tampered": False,
+        "replayedLate": False,
+        "missing": False,
+        "garbage": False,
+    }
