@@ -67,3 +67,37 @@ async def test_reads_after_dropped_connections_are_unavailable_then_served_again
 
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
     assert codes[-4:] == [grpc.StatusCode.OK] * 4  # each reader reconnected
+
+
+def _connections_to(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            count = conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        return int(count or 0)
+    finally:
+        engine.dispose()
+
+
+async def test_a_stopped_coordinator_leaves_no_connection_open(
+    postgres: PostgresServer, clock: FakeClock
+) -> None:
+    url = postgres.clean_database()
+    config = ServerConfig(db_url=url, listen="127.0.0.1:0", log_level="error")
+    for _ in range(3):
+        coordinator = await Coordinator.start(config, clock=clock)
+        async with grpc.aio.insecure_channel(coordinator.address) as channel:
+            stub = rpc.CoordinatorServiceStub(channel)
+            for _ in range(8):  # every reader thread connects
+                await stub.ListQueues(pb.ListQueuesRequest())
+        await coordinator.stop(grace=1.0)
+
+    # Closing a pooled connection only returns it to its engine's pool: without disposing the
+    # engines, each stopped coordinator kept its server slots (the model test's restarts ran
+    # PostgreSQL out of connections).
+    assert _connections_to(url) == 0

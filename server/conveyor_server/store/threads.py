@@ -43,16 +43,21 @@ class DatabaseThread:
                 self._conn = None
             raise
 
-    async def close(self) -> None:
+    async def close(self, *, dispose: bool = True) -> None:
         if self._conn is not None:
             await self.run(lambda conn: conn.close())
         self._executor.shutdown(wait=True)
+        if dispose:
+            # Closing a Connection only returns it to the engine's pool, which keeps it open
+            # (on PostgreSQL, a server slot each) until the engine is disposed.
+            self._engine.dispose()
 
 
 class ReaderPool:
     """A few reader threads, used in turn; WAL lets them read beside the writer."""
 
     def __init__(self, engine: Engine, size: int) -> None:
+        self._engine = engine
         self._threads = [DatabaseThread(engine, f"conveyor-reader-{i}") for i in range(size)]
         self._turn = itertools.cycle(self._threads)
 
@@ -61,4 +66,5 @@ class ReaderPool:
 
     async def close(self) -> None:
         for thread in self._threads:
-            await thread.close()
+            await thread.close(dispose=False)
+        self._engine.dispose()
