@@ -245,11 +245,7 @@ def messages(draw: st.DrawFn, descriptor: Descriptor, depth: int = 0) -> Message
             small = all(_size(item) < 1024 for item in items)
             if items and small and draw(st.integers(0, 19)) == 0:
                 items = items * REPEAT
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
-                for item in items:
-                    target.add().CopyFrom(item)
-            else:
-                target.extend(items)
+            _fill_repeated(field, target, items)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             target.CopyFrom(draw(_value(field, depth)))
         else:
@@ -287,11 +283,7 @@ def _mutate(draw: st.DrawFn, message: Message, depth: int) -> None:
     message.ClearField(field.name)
     if field.is_repeated:
         items = draw(st.lists(_value(field, depth), max_size=3))
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            for item in items:
-                target.add().CopyFrom(item)
-        else:
-            target.extend(items)
+        _fill_repeated(field, target, items)
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         target.CopyFrom(draw(_value(field, depth)))
     else:
@@ -299,6 +291,23 @@ def _mutate(draw: st.DrawFn, message: Message, depth: int) -> None:
 
 
 _SPECIAL = {"google.protobuf.Duration", "google.protobuf.Timestamp"}
+
+
+def _fill_repeated(field: FieldDescriptor, target: Any, items: list[Any]) -> None:
+    """Appends drawn items to a repeated field; a map field (repeated map entries on the
+    wire, a mapping in Python) takes each entry's key and value."""
+    if field.type != FieldDescriptor.TYPE_MESSAGE:
+        target.extend(items)
+    elif field.message_type.GetOptions().map_entry:
+        value_field = field.message_type.fields_by_name["value"]
+        for entry in items:
+            if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                target[entry.key].CopyFrom(entry.value)
+            else:
+                target[entry.key] = entry.value
+    else:
+        for item in items:
+            target.add().CopyFrom(item)
 
 
 def _size(item: Any) -> int:
