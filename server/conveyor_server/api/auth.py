@@ -9,9 +9,11 @@ Which RPCs are checked by queue (QUEUES_OF): Enqueue (job.queue), EnqueueBatch (
 jobs[].queue), Lease (queues), ListJobs (queue; an empty filter means every queue and is
 checked as the queue name "*", so only a token whose globs match "*" may list all),
 GetQueue (name), UpdateQueue (queue.name), CreateSchedule and UpdateSchedule
-(schedule.job.queue). RPCs that name a job or a schedule by id (GetJob, WaitJob, CancelJob,
-RetryJob, Heartbeat, Receipt, GetSchedule, ...) are checked by role only: separating who sees
-which job is the namespaces' work, not the queue globs'.
+(schedule.job.queue). RPCs that name a job by id (GetJob, WaitJob, CancelJob, RetryJob,
+Heartbeat, Receipt) cannot be checked here, before the job is read: the interceptor hands the
+servicer the caller's Scope (its namespace and queue globs, api/caller.py), and core/scoped.py
+answers a job outside it (another namespace, or a queue the globs do not match) with the
+NOT_FOUND of a job that does not exist, before acting on it.
 
 Status codes: a missing, malformed, unknown or revoked token is UNAUTHENTICATED; a role or queue
 not granted is PERMISSION_DENIED; a limit is RESOURCE_EXHAUSTED with google.rpc.RetryInfo in
@@ -34,6 +36,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from conveyor_server.api.caller import CALLER_SCOPE
 from conveyor_server.api.limits import Exhausted, PrincipalLimits
 from conveyor_server.core.auth import (
     PermissionDenied,
@@ -43,6 +46,7 @@ from conveyor_server.core.auth import (
     check,
     well_formed,
 )
+from conveyor_server.core.namespaces import Scope
 
 log = structlog.get_logger("conveyor.auth")
 
@@ -262,6 +266,7 @@ class AuthInterceptor(_Interceptor):
                 check(principal, method, queues, ALLOWED_ROLES)
             except PermissionDenied as refused:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
+            scope = CALLER_SCOPE.set(Scope(principal.namespace, principal.queues))
             try:
                 slot: AbstractContextManager[None] = nullcontext()
                 if decoded:
@@ -276,6 +281,8 @@ class AuthInterceptor(_Interceptor):
                     str(exhausted),
                     trailing_metadata=retry_trailers(str(exhausted), exhausted.retry_after),
                 )
+            finally:
+                CALLER_SCOPE.reset(scope)
 
         return handler._replace(unary_unary=unary_unary)  # type: ignore[attr-defined,no-any-return]
 

@@ -15,11 +15,13 @@ from conveyor.v1 import coordinator_pb2_grpc as rpc
 from google.protobuf import empty_pb2
 
 from conveyor_server.api import convert, validation
+from conveyor_server.api.caller import CALLER_SCOPE
 from conveyor_server.api.errors import status_for, status_number
 from conveyor_server.core.jobs import JobService
 from conveyor_server.core.model import HeartbeatParams, ReceiptParams
 from conveyor_server.core.queues import QueueService
 from conveyor_server.core.schedule_service import ScheduleService
+from conveyor_server.core.scoped import Namespaced, Services
 from conveyor_server.core.task_types import TaskTypeService
 from conveyor_server.errors import ConveyorError
 
@@ -40,7 +42,8 @@ def _reports_errors(method: Handler[Request, Reply]) -> Handler[Request, Reply]:
         try:
             return await method(self, request, context)
         except ConveyorError as error:
-            await context.abort(status_for(error), str(error))
+            # Names in the message as the caller knows them (without its namespace).
+            await context.abort(status_for(error), CALLER_SCOPE.get().unqualify_text(str(error)))
             raise  # unreachable: abort raises
         except asyncio.CancelledError:
             raise
@@ -64,25 +67,27 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         task_types: TaskTypeService,
         limits: validation.Limits,
     ) -> None:
-        self._jobs = jobs
-        self._task_types = task_types
-        self._queues = queues
-        self._schedules = schedules
+        self._services = Services(jobs, queues, schedules, task_types)
         self._limits = limits
+
+    @property
+    def _in(self) -> Namespaced:
+        """The services within the caller's scope: every handler goes through them."""
+        return Namespaced(self._services, CALLER_SCOPE.get())
 
     @_reports_errors
     async def Enqueue(
         self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueResponse:
         spec = validation.job_spec(request.job, self._limits)
-        return convert.enqueue_response(await self._jobs.enqueue(spec))
+        return convert.enqueue_response(await self._in.enqueue(spec))
 
     @_reports_errors
     async def EnqueueBatch(
         self, request: pb.EnqueueBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueBatchResponse:
         specs = validation.job_specs(list(request.jobs), self._limits)
-        results = await self._jobs.enqueue_batch(specs)
+        results = await self._in.enqueue_batch(specs)
         return pb.EnqueueBatchResponse(results=[convert.enqueue_response(r) for r in results])
 
     @_reports_errors
@@ -96,7 +101,8 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             # A long-poll ends empty half a second before the caller's deadline: a reply with
             # jobs that reached the caller after it would lease them to nobody.
             wait = min(wait, max(remaining - 0.5, 0.0))
-        leased = await self._jobs.lease(
+        scoped = self._in
+        leased = await scoped.lease(
             params.worker_id,
             params.queues,
             params.max_jobs,
@@ -116,10 +122,10 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             reply = pb.LeaseResponse(jobs=[convert.leased_job(job) for job in leased])
             await context.send_initial_metadata(())
         except grpc.aio.BaseError:
-            await self._jobs.hand_back(leased)
+            await scoped.hand_back(leased)
             raise asyncio.CancelledError from None
         except BaseException:
-            await self._jobs.hand_back(leased)
+            await scoped.hand_back(leased)
             raise
         return reply
 
@@ -127,7 +133,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
-        [outcome] = await self._jobs.heartbeat([validation.heartbeat(request, self._limits)])
+        [outcome] = await self._in.heartbeat([validation.heartbeat(request, self._limits)])
         if isinstance(outcome, ConveyorError):
             raise outcome
         return convert.heartbeat_response(outcome)
@@ -142,7 +148,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             lambda item, i: validation.heartbeat(item, self._limits, f"heartbeats[{i}]."),
         )
         valid: list[HeartbeatParams] = [p for p in parsed if isinstance(p, HeartbeatParams)]
-        outcomes = iter(await self._jobs.heartbeat(valid) if valid else [])
+        outcomes = iter(await self._in.heartbeat(valid) if valid else [])
         results = []
         for item in parsed:
             outcome = item if isinstance(item, ConveyorError) else next(outcomes)
@@ -158,7 +164,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def Receipt(
         self, request: pb.ReceiptRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReceiptResponse:
-        [outcome] = await self._jobs.receipt([validation.receipt(request, self._limits)])
+        [outcome] = await self._in.receipt([validation.receipt(request, self._limits)])
         if isinstance(outcome, ConveyorError):
             raise outcome
         return convert.receipt_response(outcome)
@@ -173,7 +179,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             lambda item, i: validation.receipt(item, self._limits, f"receipts[{i}]."),
         )
         valid: list[ReceiptParams] = [p for p in parsed if isinstance(p, ReceiptParams)]
-        outcomes = iter(await self._jobs.receipt(valid) if valid else [])
+        outcomes = iter(await self._in.receipt(valid) if valid else [])
         results = []
         for item in parsed:
             outcome = item if isinstance(item, ConveyorError) else next(outcomes)
@@ -187,14 +193,14 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
-        return convert.job(await self._jobs.get(validation.job_id(request.job_id)))
+        return convert.job(await self._in.get(validation.job_id(request.job_id)))
 
     @_reports_errors
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
         params = validation.list_jobs(request, self._limits)
-        page = await self._jobs.list(params)
+        page = await self._in.list_jobs(params)
         jobs = page.jobs
         next_token = validation.encode_page_token(jobs[-1].job_id) if page.more and jobs else ""
         return pb.ListJobsResponse(jobs=[convert.job(j) for j in jobs], next_page_token=next_token)
@@ -203,20 +209,20 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
-        return convert.job(await self._jobs.cancel(validation.job_id(request.job_id)))
+        return convert.job(await self._in.cancel(validation.job_id(request.job_id)))
 
     @_reports_errors
     async def RetryJob(
         self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
-        return convert.job(await self._jobs.retry(validation.job_id(request.job_id)))
+        return convert.job(await self._in.retry(validation.job_id(request.job_id)))
 
     @_reports_errors
     async def WaitJob(
         self, request: pb.WaitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
         timeout = validation.wait_timeout_seconds(request)
-        return convert.job(await self._jobs.wait(validation.job_id(request.job_id), timeout))
+        return convert.job(await self._in.wait(validation.job_id(request.job_id), timeout))
 
     # -- schedules ---------------------------------------------------------------------------
 
@@ -225,13 +231,13 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.CreateScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
         spec = validation.schedule_spec(request.schedule, self._limits)
-        return convert.schedule(await self._schedules.create(spec))
+        return convert.schedule(await self._in.create_schedule(spec))
 
     @_reports_errors
     async def GetSchedule(
         self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
-        return convert.schedule(await self._schedules.get(validation.name(request.name, "name")))
+        return convert.schedule(await self._in.get_schedule(validation.name(request.name, "name")))
 
     @_reports_errors
     async def ListSchedules(
@@ -239,7 +245,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     ) -> pb.ListSchedulesResponse:
         size = validation.page_size(request.page_size)
         after = validation.page_after(request.page_token, "ListSchedules")
-        found = await self._schedules.list(after, size)
+        found = await self._in.list_schedules(after, size)
         token = validation.encode_page_token(found[-1].spec.name) if len(found) == size else ""
         return pb.ListSchedulesResponse(
             schedules=[convert.schedule(s) for s in found], next_page_token=token
@@ -250,13 +256,13 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.UpdateScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
         name, change = validation.schedule_update(request, self._limits)
-        return convert.schedule(await self._schedules.update(name, change))
+        return convert.schedule(await self._in.update_schedule(name, change))
 
     @_reports_errors
     async def DeleteSchedule(
         self, request: pb.DeleteScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> empty_pb2.Empty:
-        await self._schedules.delete(validation.name(request.name, "name"))
+        await self._in.delete_schedule(validation.name(request.name, "name"))
         return empty_pb2.Empty()
 
     @_reports_errors
@@ -264,14 +270,14 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.PauseScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
         name = validation.name(request.name, "name")
-        return convert.schedule(await self._schedules.set_paused(name, True))
+        return convert.schedule(await self._in.set_schedule_paused(name, True))
 
     @_reports_errors
     async def ResumeSchedule(
         self, request: pb.ResumeScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
         name = validation.name(request.name, "name")
-        return convert.schedule(await self._schedules.set_paused(name, False))
+        return convert.schedule(await self._in.set_schedule_paused(name, False))
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -279,7 +285,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     async def GetQueue(
         self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Queue:
-        return convert.queue(await self._queues.get(validation.name(request.name, "name")))
+        return convert.queue(await self._in.get_queue(validation.name(request.name, "name")))
 
     @_reports_errors
     async def ListQueues(
@@ -287,7 +293,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
     ) -> pb.ListQueuesResponse:
         size = validation.page_size(request.page_size)
         after = validation.page_after(request.page_token, "ListQueues")
-        found = await self._queues.list(after, size)
+        found = await self._in.list_queues(after, size)
         token = validation.encode_page_token(found[-1].config.name) if len(found) == size else ""
         return pb.ListQueuesResponse(
             queues=[convert.queue(q) for q in found], next_page_token=token
@@ -298,7 +304,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.UpdateQueueRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Queue:
         name, change = validation.queue_update(request)
-        return convert.queue(await self._queues.update(name, change))
+        return convert.queue(await self._in.update_queue(name, change))
 
     # -- task contracts ----------------------------------------------------------------------
 
@@ -307,7 +313,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.RegisterTaskTypeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TaskType:
         r = validation.register_task_type(request)
-        stored = await self._task_types.register(r.name, r.version, r.message_type, r.descriptors)
+        stored = await self._in.register_task_type(r.name, r.version, r.message_type, r.descriptors)
         return convert.task_type(stored)
 
     @_reports_errors
@@ -315,7 +321,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.GetTaskTypeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TaskType:
         task_name, version = validation.task_type_key(request)
-        return convert.task_type(await self._task_types.get(task_name, version))
+        return convert.task_type(await self._in.get_task_type(task_name, version))
 
     @_reports_errors
     async def ListTaskTypes(
@@ -325,7 +331,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         after = (
             validation.decode_task_type_token(request.page_token) if request.page_token else None
         )
-        found = await self._task_types.list(after, limit + 1)
+        found = await self._in.list_task_types(after, limit + 1)
         reply = pb.ListTaskTypesResponse(task_types=[convert.task_type(t) for t in found[:limit]])
         if len(found) > limit:
             last = found[limit - 1]

@@ -365,6 +365,8 @@ class ListJobsParams:
     full: bool = False
     # None: no limit on the page's size in bytes.
     reply_limit: ReplyLimit | None = None
+    # Only jobs of this namespace's queues (core/namespaces.py); None: every namespace.
+    namespace: str | None = None
 
 
 def listed_job_size(job: Job) -> int:

@@ -132,7 +132,11 @@ class Store(Protocol):
 
     async def get_queue(self, name: str, now: Micros) -> Queue: ...
 
-    async def list_queues(self, after: str | None, limit: int, now: Micros) -> list[Queue]: ...
+    async def list_queues(
+        self, after: str | None, limit: int, now: Micros, *, namespace: str | None = None
+    ) -> list[Queue]:
+        """`namespace`: only its queues (core/namespaces.py); None: every namespace's."""
+        ...
 
     async def update_queue(
         self, name: str, change: Callable[[QueueConfig], QueueConfig], now: Micros
@@ -152,14 +156,16 @@ class Store(Protocol):
     async def find_task_type(self, name: str, version: Version) -> TaskType | None: ...
 
     async def list_task_types(
-        self, after: tuple[str, Version] | None, limit: int
+        self, after: tuple[str, Version] | None, limit: int, *, namespace: str | None = None
     ) -> list[TaskType]: ...
 
     async def create_schedule(self, schedule: Schedule, now: Micros) -> Schedule: ...
 
     async def get_schedule(self, name: str) -> Schedule: ...
 
-    async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]: ...
+    async def list_schedules(
+        self, after: str | None, limit: int, *, namespace: str | None = None
+    ) -> list[Schedule]: ...
 
     async def update_schedule(
         self, name: str, change: Callable[[Schedule], Schedule]

@@ -14,6 +14,7 @@ from conveyor.v1 import coordinator_pb2 as pb
 
 from conveyor_server.core.clock import MICROS_PER_SECOND
 from conveyor_server.core.model import JobError, LeasedJob, Micros, Outcome
+from conveyor_server.core.namespaces import local_of
 
 DEFAULT_TIMEOUT: Micros = 30 * MICROS_PER_SECOND
 DEFAULT_MAX_CONCURRENCY = 10
@@ -151,8 +152,9 @@ def request_headers(
             "Conveyor-Attempt": str(job.attempt),
             "Conveyor-Lease-Token": job.lease_token,
             "Conveyor-Deadline": rfc3339(deadline),
-            "Conveyor-Task-Type": job.task_type,
-            "Conveyor-Queue": job.queue,
+            # Names as the queue's own namespace knows them (core/namespaces.py).
+            "Conveyor-Task-Type": local_of(job.task_type),
+            "Conveyor-Queue": local_of(job.queue),
             "Conveyor-Max-Attempts": str(job.max_attempts),
         }
     )

@@ -27,8 +27,11 @@ class QueueService:
     async def get(self, name: str) -> Queue:
         return await self._store.get_queue(name, self._clock.now())
 
-    async def list(self, after: str | None, limit: int) -> list[Queue]:
-        return await self._store.list_queues(after, limit, self._clock.now())
+    async def list(
+        self, after: str | None, limit: int, namespace: str | None = None
+    ) -> list[Queue]:
+        """`namespace`: only that namespace's queues (None: all of them)."""
+        return await self._store.list_queues(after, limit, self._clock.now(), namespace=namespace)
 
     async def update(self, name: str, change: Callable[[QueueConfig], QueueConfig]) -> Queue:
         queue = await self._store.update_queue(name, change, self._clock.now())

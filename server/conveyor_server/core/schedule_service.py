@@ -11,6 +11,7 @@ import structlog
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import new_job
 from conveyor_server.core.model import JobSpecInput, Micros
+from conveyor_server.core.namespaces import namespace_of, qualify_spec
 from conveyor_server.core.notify import DueTimeAlarm
 from conveyor_server.core.ports import PlannedFires, Store
 from conveyor_server.core.schedules import (
@@ -54,8 +55,11 @@ class ScheduleService:
     async def get(self, name: str) -> Schedule:
         return await self._store.get_schedule(name)
 
-    async def list(self, after: str | None, limit: int) -> list[Schedule]:
-        return await self._store.list_schedules(after, limit)
+    async def list(
+        self, after: str | None, limit: int, namespace: str | None = None
+    ) -> list[Schedule]:
+        """`namespace`: only that namespace's schedules (None: all of them)."""
+        return await self._store.list_schedules(after, limit, namespace=namespace)
 
     async def update(self, name: str, change: Callable[[ScheduleSpec], ScheduleSpec]) -> Schedule:
         def apply(current: Schedule) -> Schedule:
@@ -84,7 +88,11 @@ class ScheduleService:
         moves on to its next fire time."""
         plan = plan_fires(schedule, now)
         try:
-            template = self._read_template(schedule.spec.job_spec)
+            # Cron acts for the schedule's namespace: the template names the queue and task
+            # type as that namespace's callers know them.
+            template = qualify_spec(
+                namespace_of(schedule.spec.name), self._read_template(schedule.spec.job_spec)
+            )
         except ConveyorError as error:
             log.error("schedule.template_invalid", schedule=schedule.spec.name, error=str(error))
             return PlannedFires(fires=[], next_fire_at=plan.next_fire_at)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+from conveyor_server.core.auth import DEFAULT_NAMESPACE
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.contracts import TaskType, check_payload, new_task_type
 from conveyor_server.core.model import JobSpecInput, Version
+from conveyor_server.core.namespaces import qualify_in
 from conveyor_server.core.ports import Store
 
 
@@ -19,16 +22,28 @@ class TaskTypeService:
         self._known: dict[tuple[str, Version], TaskType] = {}
 
     async def register(
-        self, name: str, version: Version, message_type: str, descriptors: bytes
+        self,
+        name: str,
+        version: Version,
+        message_type: str,
+        descriptors: bytes,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> TaskType:
+        """`name` as the caller knows it (a message's task option names it so); stored
+        qualified with `namespace` (core/namespaces.py)."""
         task_type = new_task_type(name, version, message_type, descriptors, self._clock.now())
-        return await self._store.register_task_type(task_type)
+        stored = dataclasses.replace(task_type, name=qualify_in(namespace, name))
+        return await self._store.register_task_type(stored)
 
     async def get(self, name: str, version: Version | None) -> TaskType:
         return await self._store.get_task_type(name, version)
 
-    async def list(self, after: tuple[str, Version] | None, limit: int) -> list[TaskType]:
-        return await self._store.list_task_types(after, limit)
+    async def list(
+        self, after: tuple[str, Version] | None, limit: int, namespace: str | None = None
+    ) -> list[TaskType]:
+        """`namespace`: only that namespace's task types (None: all of them)."""
+        return await self._store.list_task_types(after, limit, namespace=namespace)
 
     async def check_payloads(self, specs: Sequence[JobSpecInput], fields: Sequence[str]) -> None:
         """Raises InvalidArgument for the first payload that is not its registered version's

@@ -14,6 +14,7 @@ from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import JobState, LeaseParams, Micros, TaskTypeRef, Version
 from conveyor_server.errors import AlreadyExists, NotFound, shown
 from conveyor_server.store import dialects
+from conveyor_server.store.namespaced import in_namespace
 from conveyor_server.store.schema import jobs, task_types, worker_task_types
 
 # Workers seen leasing within this window count as connected in the queue stats.
@@ -209,9 +210,13 @@ def load(conn: Connection, name: str, version: Version | None) -> TaskType:
     return found
 
 
-def page(conn: Connection, after: tuple[str, Version] | None, limit: int) -> list[TaskType]:
+def page(
+    conn: Connection, after: tuple[str, Version] | None, limit: int, namespace: str | None = None
+) -> list[TaskType]:
     t = task_types.c
     query = sa.select(task_types).order_by(t.name, t.major, t.minor, t.patch).limit(limit)
+    if namespace is not None:
+        query = query.where(in_namespace(t.name, namespace))
     if after is not None:
         name, v = after
         query = query.where(

@@ -13,6 +13,7 @@ from conveyor_server.core.model import Micros
 from conveyor_server.core.schedules import MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec
 from conveyor_server.errors import AlreadyExists, NotFound, shown
 from conveyor_server.store import dialects
+from conveyor_server.store.namespaced import in_namespace
 from conveyor_server.store.schema import schedule_fires, schedules
 
 
@@ -85,10 +86,14 @@ def delete(conn: Connection, name: str) -> None:
         raise NotFound(f"schedule {shown(name)} not found")
 
 
-def page(conn: Connection, after: str | None, limit: int) -> list[Schedule]:
+def page(
+    conn: Connection, after: str | None, limit: int, namespace: str | None = None
+) -> list[Schedule]:
     query = sa.select(schedules).order_by(schedules.c.name).limit(limit)
     if after:
         query = query.where(schedules.c.name > after)
+    if namespace is not None:
+        query = query.where(in_namespace(schedules.c.name, namespace))
     return [schedule_from_row(row) for row in conn.execute(query)]
 
 

@@ -62,6 +62,7 @@ from conveyor_server.store.jobs_sql import ISOLATED_ERROR_TYPE
 from conveyor_server.store.listen import CHANNEL, WakeupListener, payloads
 from conveyor_server.store.lock import DatabaseLock
 from conveyor_server.store.migrate import upgrade_to_head
+from conveyor_server.store.namespaced import in_namespace
 from conveyor_server.store.rows import chunks
 from conveyor_server.store.schema import (
     FINISHED,
@@ -366,10 +367,14 @@ class SqlStore:
             stats=queues_sql.queue_stats(conn, row, now),
         )
 
-    async def list_queues(self, after: str | None, limit: int, now: Micros) -> list[Queue]:
+    async def list_queues(
+        self, after: str | None, limit: int, now: Micros, *, namespace: str | None = None
+    ) -> list[Queue]:
         query = sa.select(queues.c.name).order_by(queues.c.name).limit(limit)
         if after:
             query = query.where(queues.c.name > after)
+        if namespace is not None:
+            query = query.where(in_namespace(queues.c.name, namespace))
 
         def run(conn: Connection) -> list[Queue]:
             names = [row.name for row in conn.execute(query)]
@@ -409,9 +414,9 @@ class SqlStore:
         return await self._read(lambda conn: contracts_sql.find(conn, name, version))
 
     async def list_task_types(
-        self, after: tuple[str, Version] | None, limit: int
+        self, after: tuple[str, Version] | None, limit: int, *, namespace: str | None = None
     ) -> list[TaskType]:
-        return await self._read(lambda conn: contracts_sql.page(conn, after, limit))
+        return await self._read(lambda conn: contracts_sql.page(conn, after, limit, namespace))
 
     # -- schedules ---------------------------------------------------------------------------
 
@@ -426,8 +431,10 @@ class SqlStore:
     async def get_schedule(self, name: str) -> Schedule:
         return await self._read(lambda conn: schedules_sql.load(conn, name))
 
-    async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]:
-        return await self._read(lambda conn: schedules_sql.page(conn, after, limit))
+    async def list_schedules(
+        self, after: str | None, limit: int, *, namespace: str | None = None
+    ) -> list[Schedule]:
+        return await self._read(lambda conn: schedules_sql.page(conn, after, limit, namespace))
 
     async def update_schedule(self, name: str, change: Callable[[Schedule], Schedule]) -> Schedule:
         def run(conn: Connection) -> Schedule:
@@ -655,6 +662,8 @@ class SqlStore:
             query = query.where(jobs.c.state == params.state)
         if params.after_job_id:
             query = query.where(jobs.c.id < params.after_job_id)
+        if params.namespace is not None:
+            query = query.where(in_namespace(jobs.c.queue, params.namespace))
         return await self._read(lambda conn: jobs_sql.job_page(conn, query, params))
 
     async def due_times(self) -> DueTimes:

@@ -1,0 +1,180 @@
+"""Namespaces: every queue, job, schedule and task type lives in one, and a caller sees only
+its own (plain Python; issue 10, item 2).
+
+How they are stored: by name qualification, in this one module. A name in namespace `team`
+is stored as `team/<name>`; a name in the namespace `default` is stored as it is, so the data
+of a coordinator without --auth (which acts in `default`) and of older versions is already in
+`default`, and nothing is migrated. Names on the wire never contain "/" (api/validation.py
+allows letters, digits, ".", "_" and "-"; so do namespace names), so a stored name belongs to
+exactly one namespace: the text before its "/" if it has one, else `default`. Jobs have no
+name: a job is in the namespace of its queue. Task types are qualified like queues, and a job's
+task type with its queue, so contracts, lease filters by task type and worker capabilities
+stay within a namespace without the store knowing about namespaces.
+
+`Scope` is what a caller may see: its namespace and its token's queue globs. `Namespaced`
+(core/scoped.py) is the only place that applies a scope to the services: names are qualified
+on the way in, stripped on the way out, and a job outside the scope is answered with exactly
+the NOT_FOUND of a job that does not exist (`job_not_found`). Background services act on
+behalf of the namespace that owns the row: cron qualifies a schedule's template with the
+schedule's namespace (`namespace_of`), the pusher shows the endpoint local names (`local_of`).
+
+Stored names keep the column width (128 characters, the wire limit): in a namespace other
+than `default`, `namespace/name` must fit, so a name there may have at most
+127 - len(namespace) characters; a longer one is INVALID_ARGUMENT saying so."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass
+
+from conveyor_server.core.auth import DEFAULT_NAMESPACE
+from conveyor_server.core.contracts import TaskType
+from conveyor_server.core.model import (
+    EnqueueResult,
+    Job,
+    JobSpecInput,
+    LeasedJob,
+    Queue,
+    QueueConfig,
+    TaskTypeRef,
+)
+from conveyor_server.core.schedules import Schedule, ScheduleSpec
+from conveyor_server.errors import InvalidArgument, NotFound, shown
+
+SEPARATOR = "/"
+# The width of the name columns (store/schema.py) and the wire limit of a name.
+MAX_STORED_NAME = 128
+
+
+def job_not_found(job_id: str) -> NotFound:
+    """The one answer for a job that does not exist *or* is outside the caller's scope: the
+    store's text, so that the two cannot be told apart."""
+    return NotFound(f"job {shown(job_id)} not found")
+
+
+def namespace_of(stored: str) -> str:
+    """The namespace a stored name (queue, schedule, task type) belongs to."""
+    namespace, separator, _ = stored.partition(SEPARATOR)
+    return namespace if separator else DEFAULT_NAMESPACE
+
+
+def local_of(stored: str) -> str:
+    """A stored name as its own namespace's callers know it."""
+    _, separator, local = stored.partition(SEPARATOR)
+    return local if separator else stored
+
+
+def qualify_in(namespace: str, local: str, what: str = "name") -> str:
+    if namespace == DEFAULT_NAMESPACE:
+        return local
+    stored = f"{namespace}{SEPARATOR}{local}"
+    if len(stored) > MAX_STORED_NAME:
+        room = MAX_STORED_NAME - len(namespace) - len(SEPARATOR)
+        raise InvalidArgument(
+            f"{what} {shown(local)} is too long for namespace {shown(namespace)}: "
+            f"names there may have at most {room} characters"
+        )
+    return stored
+
+
+def qualify_spec(namespace: str, spec: JobSpecInput, path: str = "job.") -> JobSpecInput:
+    return dataclasses.replace(
+        spec,
+        queue=qualify_in(namespace, spec.queue, f"{path}queue"),
+        task_type=qualify_in(namespace, spec.task_type, f"{path}task_type"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one caller may see and touch: its namespace, and within it the queues its token's
+    globs match (empty: every queue). Without --auth every caller has `Scope()`."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    queue_globs: tuple[str, ...] = ()
+
+    # -- names -------------------------------------------------------------------------------
+
+    def qualify(self, local: str, what: str = "name") -> str:
+        return qualify_in(self.namespace, local, what)
+
+    def local(self, stored: str) -> str | None:
+        """The caller's name for a stored name; None if it is in another namespace."""
+        if namespace_of(stored) != self.namespace:
+            return None
+        return local_of(stored)
+
+    def owns_queue(self, stored_queue: str) -> bool:
+        local = self.local(stored_queue)
+        if local is None:
+            return False
+        return not self.queue_globs or any(
+            fnmatch.fnmatchcase(local, pattern) for pattern in self.queue_globs
+        )
+
+    def _strip(self, stored: str) -> str:
+        local = self.local(stored)
+        if local is None:  # a store filter let a foreign row through: refuse, never show it
+            raise AssertionError("a row outside the caller's namespace reached the API")
+        return local
+
+    def unqualify_text(self, text: str) -> str:
+        """An error message as the caller may see it: names quoted as 'ns/name' lose the
+        prefix (store messages quote names with repr)."""
+        if self.namespace == DEFAULT_NAMESPACE:
+            return text
+        for quote in ("'", '"'):
+            text = text.replace(f"{quote}{self.namespace}{SEPARATOR}", quote)
+        return text
+
+    # -- values in ---------------------------------------------------------------------------
+
+    def spec_in(self, spec: JobSpecInput, path: str = "job.") -> JobSpecInput:
+        return qualify_spec(self.namespace, spec, path)
+
+    def task_type_ref_in(self, ref: TaskTypeRef) -> TaskTypeRef:
+        return dataclasses.replace(ref, name=self.qualify(ref.name, "task_types[].name"))
+
+    def leased_in(self, job: LeasedJob) -> LeasedJob:
+        return dataclasses.replace(
+            job, queue=self.qualify(job.queue), task_type=self.qualify(job.task_type)
+        )
+
+    def queue_config_in(self, config: QueueConfig) -> QueueConfig:
+        return dataclasses.replace(config, name=self.qualify(config.name, "queue.name"))
+
+    def schedule_spec_in(self, spec: ScheduleSpec) -> ScheduleSpec:
+        return dataclasses.replace(spec, name=self.qualify(spec.name, "schedule.name"))
+
+    # -- values out --------------------------------------------------------------------------
+
+    def enqueued_out(self, result: EnqueueResult) -> EnqueueResult:
+        return dataclasses.replace(
+            result, queue=self._strip(result.queue), task_type=self._strip(result.task_type)
+        )
+
+    def job_out(self, job: Job) -> Job:
+        return dataclasses.replace(
+            job, queue=self._strip(job.queue), task_type=self._strip(job.task_type)
+        )
+
+    def leased_out(self, job: LeasedJob) -> LeasedJob:
+        return dataclasses.replace(
+            job, queue=self._strip(job.queue), task_type=self._strip(job.task_type)
+        )
+
+    def queue_config_out(self, config: QueueConfig) -> QueueConfig:
+        return dataclasses.replace(config, name=self._strip(config.name))
+
+    def queue_out(self, queue: Queue) -> Queue:
+        return dataclasses.replace(queue, config=self.queue_config_out(queue.config))
+
+    def schedule_spec_out(self, spec: ScheduleSpec) -> ScheduleSpec:
+        return dataclasses.replace(spec, name=self._strip(spec.name))
+
+    def schedule_out(self, schedule: Schedule) -> Schedule:
+        return dataclasses.replace(schedule, spec=self.schedule_spec_out(schedule.spec))
+
+    def task_type_out(self, task_type: TaskType) -> TaskType:
+        return dataclasses.replace(task_type, name=self._strip(task_type.name))
