@@ -12,6 +12,7 @@ import pytest
 from auth_support import MakeToken, bearer
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
 from databases import DB_KINDS
 from google.protobuf import duration_pb2
@@ -198,3 +199,48 @@ async def test_without_auth_every_caller_shares_the_default_namespace(
     # Stored as it always was: the name itself, so older data is in "default" unchanged.
     stored = await coordinator.jobs.get(enqueued.job_id)
     assert stored.queue == "mail"
+
+
+async def test_a_parent_in_another_namespace_is_refused_like_a_missing_one(
+    channel_: grpc.aio.Channel, make_token: MakeToken
+) -> None:
+    alpha = Caller(channel_, make_token("alpha-admin", "admin", namespace="alpha"))
+    beta = Caller(channel_, make_token("beta-admin", "admin", namespace="beta"))
+    parent = (await alpha.enqueue("mail")).job_id
+    missing = "0" * len(parent)
+    answers = []
+    for parent_id in (parent, missing):
+        job = pb.JobSpec(queue="mail", task_type="send", parent_job_id=parent_id)
+        answers.append(await beta.refusal("Enqueue", pb.EnqueueRequest(job=job)))
+    (code, details), (missing_code, missing_details) = answers
+    assert code == missing_code == grpc.StatusCode.NOT_FOUND
+    assert details == missing_details.replace(missing, parent)
+    child = pb.JobSpec(queue="mail", task_type="send", parent_job_id=parent)
+    await alpha.stub.Enqueue(pb.EnqueueRequest(job=child), metadata=alpha.metadata)
+
+
+async def test_cron_fires_into_the_schedules_own_namespace(
+    auth_coordinator: Coordinator,
+    channel_: grpc.aio.Channel,
+    make_token: MakeToken,
+    clock: FakeClock,
+) -> None:
+    default = Caller(channel_, make_token("root", "admin"))
+    alpha = Caller(channel_, make_token("alpha-admin", "admin", namespace="alpha"))
+    schedule = pb.Schedule(
+        name="nightly", cron="0 3 * * *", job=pb.JobSpec(queue="mail", task_type="send")
+    )
+    created = await alpha.stub.CreateSchedule(
+        pb.CreateScheduleRequest(schedule=schedule), metadata=alpha.metadata
+    )
+    clock.set(created.next_fire_at.ToMicroseconds())
+    await auth_coordinator.cron.run_once(clock.now())
+    listed = await alpha.stub.ListJobs(pb.ListJobsRequest(), metadata=alpha.metadata)
+    [job] = listed.jobs
+    assert (job.queue, job.task_type) == ("mail", "send")
+    after = await alpha.stub.GetSchedule(
+        pb.GetScheduleRequest(name="nightly"), metadata=alpha.metadata
+    )
+    assert after.last_job_id == job.job_id
+    theirs = await default.stub.ListJobs(pb.ListJobsRequest(), metadata=default.metadata)
+    assert not theirs.jobs

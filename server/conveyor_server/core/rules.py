@@ -43,13 +43,18 @@ def check_retryable(job_id: str, state: JobState) -> None:
         )
 
 
+def no_such_parent(job_id: str) -> NotFound:
+    """A parent that does not exist, or (core/scoped.py) is outside the caller's scope."""
+    return NotFound(f"parent_job_id {job_id!r}: no such job")
+
+
 def child_depth(job: NewJob, parent_depth: int | None, max_depth: int) -> int | ConveyorError:
     """A job's depth in its parent_job_id chain (0 without a parent), or why it is refused:
     the parent does not exist (parent_depth None), or the chain would pass max_depth."""
     if not job.parent_job_id:
         return 0
     if parent_depth is None:
-        return NotFound(f"parent_job_id {job.parent_job_id!r}: no such job")
+        return no_such_parent(job.parent_job_id)
     if parent_depth + 1 > max_depth:
         return FailedPrecondition(
             f"job depth would be {parent_depth + 1}, over the maximum of {max_depth}: "

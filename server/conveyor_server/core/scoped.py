@@ -33,6 +33,7 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.core.namespaces import Scope, job_not_found
 from conveyor_server.core.queues import QueueService
+from conveyor_server.core.rules import no_such_parent
 from conveyor_server.core.schedule_service import ScheduleService
 from conveyor_server.core.schedules import Schedule, ScheduleSpec
 from conveyor_server.core.task_types import TaskTypeService
@@ -57,10 +58,12 @@ class Namespaced:
     # -- jobs --------------------------------------------------------------------------------
 
     async def enqueue(self, spec: JobSpecInput) -> EnqueueResult:
+        await self._parents_in_scope([spec])
         result = await self._s.jobs.enqueue(self.scope.spec_in(spec))
         return self.scope.enqueued_out(result)
 
     async def enqueue_batch(self, specs: Sequence[JobSpecInput]) -> list[EnqueueResult]:
+        await self._parents_in_scope(specs)
         qualified = [self.scope.spec_in(s, f"jobs[{i}].") for i, s in enumerate(specs)]
         return [self.scope.enqueued_out(r) for r in await self._s.jobs.enqueue_batch(qualified)]
 
@@ -115,6 +118,15 @@ class Namespaced:
                     outcome = missing
             checked.append(outcome)
         return checked
+
+    async def _parents_in_scope(self, specs: Sequence[JobSpecInput]) -> None:
+        """A parent_job_id outside the scope is refused as the store refuses a missing one
+        (one read per distinct parent; jobs without a parent cost nothing)."""
+        for parent in dict.fromkeys(s.parent_job_id for s in specs if s.parent_job_id):
+            try:
+                await self._owned(parent)
+            except NotFound:
+                raise no_such_parent(parent) from None
 
     async def _owned(self, job_id: str) -> Job:
         try:
