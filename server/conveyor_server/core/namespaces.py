@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from dataclasses import dataclass
+from typing import TypeVar
 
 from conveyor_server.core.auth import DEFAULT_NAMESPACE
 from conveyor_server.core.contracts import TaskType
@@ -43,6 +44,8 @@ from conveyor_server.core.schedules import Schedule, ScheduleSpec
 from conveyor_server.errors import InvalidArgument, NotFound, shown
 
 SEPARATOR = "/"
+# The values that carry a queue and a task type name.
+Named = TypeVar("Named", EnqueueResult, Job, LeasedJob)
 # The width of the name columns (store/schema.py) and the wire limit of a name.
 MAX_STORED_NAME = 128
 
@@ -149,20 +152,20 @@ class Scope:
 
     # -- values out --------------------------------------------------------------------------
 
+    def _named_out(self, value: Named) -> Named:
+        queue, task_type = self._strip(value.queue), self._strip(value.task_type)
+        if queue == value.queue and task_type == value.task_type:
+            return value  # the default namespace: nothing to copy (a copy costs ~10 us here)
+        return dataclasses.replace(value, queue=queue, task_type=task_type)
+
     def enqueued_out(self, result: EnqueueResult) -> EnqueueResult:
-        return dataclasses.replace(
-            result, queue=self._strip(result.queue), task_type=self._strip(result.task_type)
-        )
+        return self._named_out(result)
 
     def job_out(self, job: Job) -> Job:
-        return dataclasses.replace(
-            job, queue=self._strip(job.queue), task_type=self._strip(job.task_type)
-        )
+        return self._named_out(job)
 
     def leased_out(self, job: LeasedJob) -> LeasedJob:
-        return dataclasses.replace(
-            job, queue=self._strip(job.queue), task_type=self._strip(job.task_type)
-        )
+        return self._named_out(job)
 
     def queue_config_out(self, config: QueueConfig) -> QueueConfig:
         return dataclasses.replace(config, name=self._strip(config.name))
