@@ -30,13 +30,15 @@ def add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         action="append",
         required=True,
         choices=[r.value for r in Role],
-        help="producer (enqueue, follow jobs), worker (lease, report) or admin (everything); "
+        help="producer (enqueue, follow jobs), worker (lease, report) or admin (everything in "
+        "its namespace); "
         "repeat for several",
     )
     create.add_argument(
         "--namespace",
         default=DEFAULT_NAMESPACE,
-        help="the token's namespace (default: %(default)s)",
+        help="the token's namespace: it sees and touches only the queues, jobs, schedules and "
+        "task types of this namespace (default: %(default)s)",
     )
     create.add_argument(
         "--queues",
