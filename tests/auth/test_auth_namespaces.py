@@ -12,10 +12,11 @@ import pytest
 from auth_support import MakeToken, bearer
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor.v1 import task_pb2
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
 from databases import DB_KINDS
-from google.protobuf import duration_pb2
+from google.protobuf import descriptor_pb2, duration_pb2
 
 pytestmark = pytest.mark.parametrize("db_kind", DB_KINDS)
 
@@ -154,8 +155,6 @@ async def test_schedules_and_task_types_stay_in_their_namespace(
             pb.ListSchedulesRequest(), metadata=caller.metadata
         )
         assert [(s.name, s.job.queue) for s in listed.schedules] == [("nightly", "mail")]
-    code, details = await beta.refusal("GetTaskType", pb.GetTaskTypeRequest(name="send"))
-    assert code == grpc.StatusCode.NOT_FOUND and "beta/" not in details
 
 
 async def test_list_jobs_shows_only_the_callers_namespace(
@@ -244,3 +243,58 @@ async def test_cron_fires_into_the_schedules_own_namespace(
     assert after.last_job_id == job.job_id
     theirs = await default.stub.ListJobs(pb.ListJobsRequest(), metadata=default.metadata)
     assert not theirs.jobs
+
+
+def ping_contract() -> pb.RegisterTaskTypeRequest:
+    """Task type "ping" 1.0.0: message acme.Ping {string to = 1;}, declaring its task option."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="acme/ping.proto",
+        package="acme",
+        syntax="proto3",
+        dependency=["conveyor/v1/task.proto"],
+    )
+    message = file.message_type.add(name="Ping")
+    message.field.add(
+        name="to",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    message.options.Extensions[task_pb2.task].name = "ping"
+    message.options.Extensions[task_pb2.task].version = "1.0.0"
+    files = []
+    for source in (descriptor_pb2.DESCRIPTOR, task_pb2.DESCRIPTOR):
+        proto = descriptor_pb2.FileDescriptorProto()
+        source.CopyToProto(proto)
+        files.append(proto)
+    return pb.RegisterTaskTypeRequest(
+        name="ping",
+        version="1.0.0",
+        message_type="acme.Ping",
+        descriptors=descriptor_pb2.FileDescriptorSet(file=[*files, file]),
+    )
+
+
+async def test_task_types_are_registered_and_checked_within_their_namespace(
+    channel_: grpc.aio.Channel, make_token: MakeToken
+) -> None:
+    alpha = Caller(channel_, make_token("alpha-admin", "admin", namespace="alpha"))
+    beta = Caller(channel_, make_token("beta-admin", "admin", namespace="beta"))
+    registered = await alpha.stub.RegisterTaskType(ping_contract(), metadata=alpha.metadata)
+    assert (registered.name, registered.version) == ("ping", "1.0.0")
+    found = await alpha.stub.GetTaskType(
+        pb.GetTaskTypeRequest(name="ping"), metadata=alpha.metadata
+    )
+    assert found.name == "ping"
+    code, details = await beta.refusal("GetTaskType", pb.GetTaskTypeRequest(name="ping"))
+    assert code == grpc.StatusCode.NOT_FOUND and "alpha" not in details and "/" not in details
+    for caller, names in ((alpha, ["ping"]), (beta, [])):
+        listed = await caller.stub.ListTaskTypes(
+            pb.ListTaskTypesRequest(), metadata=caller.metadata
+        )
+        assert [t.name for t in listed.task_types] == names
+    # A payload that is not a Ping: refused against alpha's contract; beta has none to check.
+    job = pb.JobSpec(queue="mail", task_type="ping", task_version="1.0.0", payload=b"\xff\xff")
+    code, _ = await alpha.refusal("Enqueue", pb.EnqueueRequest(job=job))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    await beta.stub.Enqueue(pb.EnqueueRequest(job=job), metadata=beta.metadata)
