@@ -19,6 +19,7 @@ from conveyor_server.config import (
     ServerConfig,
     http_listen,
 )
+from conveyor_server.encryption import keyring_from_env
 from conveyor_server.errors import DatabaseInUse
 from conveyor_server.token_cli import add_token_commands
 
@@ -81,6 +82,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_long_polls=args.max_long_polls,
         enqueue_rate=args.enqueue_rate,
         enqueue_burst=args.enqueue_burst,
+        encryption=keyring_from_env(),
     )
 
 

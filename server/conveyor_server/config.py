@@ -5,6 +5,10 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor_server.encryption import Keyring
 
 DEFAULT_LISTEN = "127.0.0.1:7345"
 DEFAULT_DB_URL = "sqlite:///conveyor.db"
@@ -95,6 +99,9 @@ class ServerConfig:
     max_long_polls: int = 1000
     enqueue_rate: float = 1000.0
     enqueue_burst: int = 2000
+    # Encryption at rest of payloads, results and checkpoints (CONVEYOR_ENCRYPTION_KEYS, read
+    # by `conveyor serve`: encryption.keyring_from_env); None: stored as they are.
+    encryption: Keyring | None = None
 
     def __post_init__(self) -> None:
         problems = self.problems()

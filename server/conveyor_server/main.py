@@ -34,6 +34,7 @@ from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
 from conveyor_server.core.queues import QueueService
 from conveyor_server.core.schedule_service import ScheduleService
 from conveyor_server.core.task_types import TaskTypeService
+from conveyor_server.encryption import AesGcmCodec
 from conveyor_server.logs import configure_logging
 from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.leader import Leadership, holder_id
@@ -87,6 +88,7 @@ class Coordinator:
                 size=config.db_pool_size,
                 statement_timeout_ms=round(config.db_statement_timeout_seconds * 1000),
             ),
+            blobs=AesGcmCodec(config.encryption) if config.encryption else None,
         )
         await store.open()
         # Recorded only when something shows it: otherwise the hooks are no-ops.
@@ -226,6 +228,7 @@ class Coordinator:
             db=_redact(config.db_url),
             auth=config.auth,
             tls="mutual" if config.tls_client_ca else bool(config.tls_cert),
+            encryption_key=config.encryption.current_id if config.encryption else None,
         )
         return cls(
             config,
