@@ -227,6 +227,51 @@ def _add_security_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_reencrypt(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reencrypt = commands.add_parser(
+        "reencrypt",
+        help="rewrite payloads, results and checkpoints under the current encryption key",
+        description="Key rotation: rewrites, in batches, every payload, result and checkpoint "
+        "not sealed under the first key of CONVEYOR_ENCRYPTION_KEYS (older keys, or plaintext "
+        "from before encryption). Coordinators may keep running. Afterwards the old keys can "
+        "be removed from CONVEYOR_ENCRYPTION_KEYS.",
+    )
+    reencrypt.add_argument(
+        "--db", default=DEFAULT_DB_URL, help="database URL (default: %(default)s)"
+    )
+    reencrypt.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help="rows per transaction (default: %(default)s)",
+    )
+    reencrypt.set_defaults(handler=_reencrypt)
+
+
+def _reencrypt(args: argparse.Namespace) -> int:
+    from conveyor_server.encryption import KEYS_VARIABLE, AesGcmCodec
+    from conveyor_server.store.reencrypt import reencrypt
+
+    try:
+        keys = keyring_from_env()
+    except ConfigError as error:
+        print(f"conveyor reencrypt: {error}", file=sys.stderr)
+        return 2
+    if keys is None:
+        print(f"conveyor reencrypt: set {KEYS_VARIABLE} (the first key seals)", file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 100_000:
+        print("conveyor reencrypt: --batch must be between 1 and 100000", file=sys.stderr)
+        return 2
+    done = reencrypt(args.db, AesGcmCodec(keys), args.batch)
+    print(
+        f"rows read: {done.rows_read}, values rewritten under key {keys.current_id!r}: "
+        f"{done.values_rewritten}, changed meanwhile: {done.values_changed_meanwhile}, "
+        f"unreadable (key not configured): {done.values_unreadable}"
+    )
+    return 1 if done.values_unreadable else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conveyor", description="Conveyor: a durable background-job coordinator."
@@ -234,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_serve(commands)
     add_token_commands(commands)
+    _add_reencrypt(commands)
     add_client_commands(commands)
     return parser
 

@@ -254,3 +254,40 @@ def test_the_keyring_repr_shows_key_ids_only() -> None:
     ring = keyring(f"k1:{KEY_1},k2:{KEY_2}")
     assert ring.current_id == "k1"
     assert KEY_1 not in repr(ring) and "k2" in repr(ring)
+
+
+async def test_reencrypt_rewrites_old_keys_and_plaintext_under_the_current_key(
+    start: Callable[[str | None], Any],
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with start(None) as wire:
+        plain = await run_job(wire)
+    async with start(f"k1:{KEY_1}") as wire:
+        old = await run_job(wire)
+    monkeypatch.setenv(KEYS_VARIABLE, f"k2:{KEY_2},k1:{KEY_1}")
+    assert main(["reencrypt", "--db", db_url, "--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "values rewritten under key 'k2': 6" in out
+    for job_id in (plain, old):
+        for field, value in stored(db_url, job_id).items():
+            assert value is not None and value.startswith(b"\x89CVE\x01\x02k2"), field
+    # Nothing is left under k1: the old key can go.
+    async with start(f"k2:{KEY_2}") as wire:
+        for job_id in (plain, old):
+            job = await wire.get(job_id)
+            assert (job.payload, job.checkpoint, job.result) == (PAYLOAD, CHECKPOINT, RESULT)
+    assert main(["reencrypt", "--db", db_url]) == 0
+    assert "values rewritten under key 'k2': 0" in capsys.readouterr().out
+
+
+async def test_reencrypt_reports_values_whose_key_is_missing(
+    start: Callable[[str | None], Any], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with start(f"k1:{KEY_1}") as wire:
+        await wire.enqueue(payload=PAYLOAD)
+    monkeypatch.setenv(KEYS_VARIABLE, f"k2:{KEY_2}")
+    assert main(["reencrypt", "--db", db_url]) == 1
+    monkeypatch.delenv(KEYS_VARIABLE)
+    assert main(["reencrypt", "--db", db_url]) == 2
