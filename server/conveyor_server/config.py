@@ -78,8 +78,9 @@ class ServerConfig:
     http_max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
     # host:port of the Prometheus /metrics endpoint; None: off.
     metrics_listen: str | None = None
-    # host:port of the web dashboard; None: off. It has no login: keep it on loopback (the
-    # default host when only a port is given) or behind an authenticating proxy.
+    # host:port of the web dashboard; None: off. Without --auth it has no login: keep it on
+    # loopback (the default host when only a port is given) or behind an authenticating proxy.
+    # With --auth it needs an admin token (and /metrics a token of any role).
     dashboard_listen: str | None = None
     # PostgreSQL only: reader connections per coordinator; statement timeout (0: none).
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
@@ -166,16 +167,12 @@ class ServerConfig:
         if not 1 <= self.enqueue_burst <= 1_000_000:
             burst = self.enqueue_burst
             found.append(f"--enqueue-burst must be between 1 and 1000000, not {burst}")
-        if self.auth and self.http_listen is not None:
-            found.append(
-                "--http-listen does not check tokens yet, so with --auth it would be a way around "
-                "them: leave the HTTP/JSON API off, or run it without --auth on a trusted network"
-            )
         if self.http_listen is not None and not (self.insecure or is_loopback(self.http_listen)):
             found.append(
                 f"--http-listen {self.http_listen[:64]} is reachable from other machines and the "
-                "HTTP/JSON API has no authentication or TLS: listen on 127.0.0.1, or pass "
-                "--insecure if the network itself is trusted"
+                "HTTP/JSON API serves no TLS (tokens and payloads would cross the network in "
+                "clear): listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure "
+                "if the network itself is trusted"
             )
         secured = self.tls_cert is not None and (self.auth or self.tls_client_ca is not None)
         if not (self.insecure or secured or is_loopback(self.listen)):
