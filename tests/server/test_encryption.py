@@ -291,3 +291,58 @@ async def test_reencrypt_reports_values_whose_key_is_missing(
     assert main(["reencrypt", "--db", db_url]) == 1
     monkeypatch.delenv(KEYS_VARIABLE)
     assert main(["reencrypt", "--db", db_url]) == 2
+
+
+def stored_template(db_url: str, name: str) -> bytes:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(
+                sa.text("SELECT job_spec FROM schedules WHERE name = :n"), {"n": name}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return bytes(value)
+
+
+async def test_a_schedules_job_template_is_sealed_and_its_fires_carry_the_payload(
+    coordinator: Coordinator, wire: Wire, clock: FakeClock, db_url: str
+) -> None:
+    template = pb.JobSpec(queue="reports", task_type="build", payload=PAYLOAD)
+    created = await wire.stub.CreateSchedule(
+        pb.CreateScheduleRequest(
+            schedule=pb.Schedule(name="nightly", cron="0 9 * * *", job=template)
+        )
+    )
+    sealed = stored_template(db_url, "nightly")
+    assert b"canary" not in sealed and sealed.startswith(b"\x89CVE\x01\x02k1")
+    got = await wire.stub.GetSchedule(pb.GetScheduleRequest(name="nightly"))
+    assert got.job.payload == PAYLOAD
+    clock.set(created.next_fire_at.ToMicroseconds())
+    await coordinator.cron.run_once(clock.now())
+    [job] = await wire.jobs("reports")
+    assert job.payload == PAYLOAD
+    assert b"canary" not in stored(db_url, job.job_id)["payload"]  # type: ignore[operator]
+
+
+async def test_reencrypt_covers_schedule_templates(
+    start: Callable[[str | None], Any], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = pb.JobSpec(queue="reports", task_type="build", payload=PAYLOAD)
+    async with start(None) as wire:
+        await wire.stub.CreateSchedule(
+            pb.CreateScheduleRequest(schedule=pb.Schedule(name="n", cron="0 9 * * *", job=template))
+        )
+    assert PAYLOAD in stored_template(db_url, "n")
+    monkeypatch.setenv(KEYS_VARIABLE, f"k2:{KEY_2}")
+    assert main(["reencrypt", "--db", db_url]) == 0
+    assert stored_template(db_url, "n").startswith(b"\x89CVE\x01\x02k2")
+    async with start(None) as wire:
+        message = await refused(
+            wire.stub.GetSchedule(pb.GetScheduleRequest(name="n")),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        assert "job template of schedule 'n'" in message and "canary" not in message
+    async with start(f"k2:{KEY_2}") as wire:
+        got = await wire.stub.GetSchedule(pb.GetScheduleRequest(name="n"))
+        assert got.job.payload == PAYLOAD

@@ -28,8 +28,10 @@ from conveyor_server.errors import FailedPrecondition, shown
 MAGIC = b"\x89CVE"
 PLAIN_VERSION = 0
 AES_GCM_VERSION = 1
-# The fields a codec seals; each is bound to its job and field (see associated_data).
+# The job fields a codec seals; each is bound to its job and field (see associated_data). A
+# schedule's "job_spec" (its job template, with a payload) is bound to the schedule's name.
 FIELDS = ("payload", "result", "checkpoint")
+SCHEDULE_FIELD = "job_spec"
 
 
 class BlobUnreadable(FailedPrecondition):
@@ -38,6 +40,8 @@ class BlobUnreadable(FailedPrecondition):
 
 
 class BlobCodec(Protocol):
+    """`job_id` names the value's owner: a job's id, or a schedule's name for job_spec."""
+
     def seal(self, job_id: str, field: str, value: bytes | None) -> bytes | None:
         """The bytes to store for `value` of job `job_id`'s `field` (None stays None)."""
         ...
@@ -71,10 +75,12 @@ def plain_sealed(value: bytes) -> bytes:
 
 
 def unreadable(job_id: str, field: str, why: str) -> BlobUnreadable:
-    return BlobUnreadable(
-        f"the {field} of job {shown(job_id)} cannot be read: {why}. See 'Encryption at rest' "
-        "in the README"
+    what = (
+        f"the job template of schedule {shown(job_id)}"
+        if field == SCHEDULE_FIELD
+        else f"the {field} of job {shown(job_id)}"
     )
+    return BlobUnreadable(f"{what} cannot be read: {why}. See 'Encryption at rest' in the README")
 
 
 class PlainCodec:

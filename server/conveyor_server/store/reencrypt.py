@@ -1,8 +1,9 @@
-"""`conveyor reencrypt`: rewrites every payload, result and checkpoint not yet sealed under the
-current key (older keys, or plaintext from before encryption), in batches of rows, each batch
-its own transaction. Safe beside running coordinators: each value is replaced only where it
-still holds what was read (a heartbeat or receipt that changed it meanwhile wins, and it was
-written under the current key by any coordinator already configured with it)."""
+"""`conveyor reencrypt`: rewrites every payload, result and checkpoint (and every schedule's
+job template) not yet sealed under the current key (older keys, or plaintext from before
+encryption), in batches of rows, each batch its own transaction. Safe beside running
+coordinators: each value is replaced only where it still holds what was read (a heartbeat or
+receipt that changed it meanwhile wins, and it was written under the current key by any
+coordinator already configured with it)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from conveyor_server.store import dialects
-from conveyor_server.store.blobs import FIELDS, BlobCodec, BlobUnreadable
-from conveyor_server.store.schema import jobs
+from conveyor_server.store.blobs import FIELDS, SCHEDULE_FIELD, BlobCodec, BlobUnreadable
+from conveyor_server.store.schema import jobs, schedules
 
 log = structlog.get_logger("conveyor.store")
 
@@ -40,49 +41,66 @@ def reencrypt(
 ) -> Reencrypted:
     engine = sa.create_engine(dialects.sync_url(url), hide_parameters=True)
     counts = Reencrypted()
-    after = ""
     try:
-        while True:
-            with engine.begin() as conn:
-                last = _batch(conn, codec, after, batch_rows, counts)
-            if last is None:
-                return counts
-            after = last
-            if progress is not None:
-                progress(counts)
+        for table, key, fields in _SEALED:
+            after = ""
+            while True:
+                with engine.begin() as conn:
+                    last = _batch(conn, codec, (table, key, fields), after, batch_rows, counts)
+                if last is None:
+                    break
+                after = last
+                if progress is not None:
+                    progress(counts)
+        return counts
     finally:
         engine.dispose()
 
 
+# Each table with sealed values: its key column (the owner the values are bound to) and fields.
+_Sealed = tuple[sa.Table, str, tuple[str, ...]]
+_SEALED: tuple[_Sealed, ...] = (
+    (jobs, "id", FIELDS),
+    (schedules, "name", (SCHEDULE_FIELD,)),
+)
+
+
 def _batch(
-    conn: Connection, codec: BlobCodec, after: str, limit: int, counts: Reencrypted
+    conn: Connection,
+    codec: BlobCodec,
+    sealed: _Sealed,
+    after: str,
+    limit: int,
+    counts: Reencrypted,
 ) -> str | None:
-    """One batch of rows after job id `after`; the last id read, None when none were left."""
+    """One batch of rows after key `after`; the last key read, None when none were left."""
+    table, key, fields = sealed
     rows = conn.execute(
-        sa.select(jobs.c.id, *(jobs.c[f] for f in FIELDS))
-        .where(jobs.c.id > after)
-        .order_by(jobs.c.id)
+        sa.select(table.c[key], *(table.c[f] for f in fields))
+        .where(table.c[key] > after)
+        .order_by(table.c[key])
         .limit(limit)
     ).all()
     for row in rows:
-        for field in FIELDS:
+        owner = getattr(row, key)
+        for field in fields:
             old = getattr(row, field)
             if old is None or codec.current(bytes(old)):
                 continue
             try:
-                value = codec.open(row.id, field, bytes(old))
+                value = codec.open(owner, field, bytes(old))
             except BlobUnreadable:
                 counts.values_unreadable += 1
-                log.error("reencrypt.unreadable", job_id=row.id, field=field)
+                log.error("reencrypt.unreadable", owner=owner, field=field)
                 continue
             changed = conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == row.id, jobs.c[field] == old)
-                .values({field: codec.seal(row.id, field, value)})
+                sa.update(table)
+                .where(table.c[key] == owner, table.c[field] == old)
+                .values({field: codec.seal(owner, field, value)})
             ).rowcount
             if changed:
                 counts.values_rewritten += 1
             else:
                 counts.values_changed_meanwhile += 1
     counts.rows_read += len(rows)
-    return rows[-1].id if rows else None
+    return getattr(rows[-1], key) if rows else None

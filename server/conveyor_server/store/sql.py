@@ -57,7 +57,7 @@ from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects, jobs_sql
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
-from conveyor_server.store.blobs import PLAIN, BlobCodec, attach
+from conveyor_server.store.blobs import PLAIN, BlobCodec, attach, codec_of
 from conveyor_server.store.isolation import isolating, reason_of
 from conveyor_server.store.jobs_sql import ISOLATED_ERROR_TYPE
 from conveyor_server.store.listen import CHANNEL, WakeupListener, payloads
@@ -474,7 +474,7 @@ class SqlStore:
         def fire(batch: Sequence[Any]) -> list[Fire]:
             fired: list[Fire] = []
             for row in batch:
-                schedule = schedules_sql.schedule_from_row(row)
+                schedule = schedules_sql.schedule_from_row(row, codec_of(conn))
                 fired.extend(self._fire_one(conn, schedule, now, planner, max_depth))
             return fired
 
