@@ -174,8 +174,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--dashboard-listen",
         metavar="[HOST]:PORT",
-        help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; it has "
-        "no login, so keep it on loopback or behind an authenticating proxy)",
+        help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; with "
+        "--auth it asks for an admin token, without it has no login, so keep it on loopback "
+        "or behind an authenticating proxy)",
     )
     _add_security_flags(serve)
     serve.set_defaults(handler=_serve)
@@ -186,7 +187,8 @@ def _add_security_flags(serve: argparse.ArgumentParser) -> None:
     security.add_argument(
         "--auth",
         action="store_true",
-        help="require a bearer token (conveyor tokens create) on every RPC",
+        help="require a bearer token (conveyor tokens create) on every RPC, HTTP/JSON route, "
+        "/metrics (any role) and dashboard page (admin)",
     )
     security.add_argument(
         "--auth-health",
