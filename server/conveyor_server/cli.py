@@ -19,6 +19,7 @@ from conveyor_server.config import (
     ServerConfig,
     http_listen,
 )
+from conveyor_server.encryption import keyring_from_env
 from conveyor_server.errors import DatabaseInUse
 from conveyor_server.token_cli import add_token_commands
 
@@ -81,6 +82,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_long_polls=args.max_long_polls,
         enqueue_rate=args.enqueue_rate,
         enqueue_burst=args.enqueue_burst,
+        encryption=keyring_from_env(),
     )
 
 
@@ -172,8 +174,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--dashboard-listen",
         metavar="[HOST]:PORT",
-        help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; it has "
-        "no login, so keep it on loopback or behind an authenticating proxy)",
+        help="serve the web dashboard (off unless given; host defaults to 127.0.0.1; with "
+        "--auth it asks for an admin token, without it has no login, so keep it on loopback "
+        "or behind an authenticating proxy)",
     )
     _add_security_flags(serve)
     serve.set_defaults(handler=_serve)
@@ -184,7 +187,8 @@ def _add_security_flags(serve: argparse.ArgumentParser) -> None:
     security.add_argument(
         "--auth",
         action="store_true",
-        help="require a bearer token (conveyor tokens create) on every RPC",
+        help="require a bearer token (conveyor tokens create) on every RPC, HTTP/JSON route, "
+        "/metrics (any role) and dashboard page (admin)",
     )
     security.add_argument(
         "--auth-health",
@@ -225,6 +229,51 @@ def _add_security_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_reencrypt(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reencrypt = commands.add_parser(
+        "reencrypt",
+        help="rewrite payloads, results and checkpoints under the current encryption key",
+        description="Key rotation: rewrites, in batches, every payload, result and checkpoint "
+        "not sealed under the first key of CONVEYOR_ENCRYPTION_KEYS (older keys, or plaintext "
+        "from before encryption). Coordinators may keep running. Afterwards the old keys can "
+        "be removed from CONVEYOR_ENCRYPTION_KEYS.",
+    )
+    reencrypt.add_argument(
+        "--db", default=DEFAULT_DB_URL, help="database URL (default: %(default)s)"
+    )
+    reencrypt.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help="rows per transaction (default: %(default)s)",
+    )
+    reencrypt.set_defaults(handler=_reencrypt)
+
+
+def _reencrypt(args: argparse.Namespace) -> int:
+    from conveyor_server.encryption import KEYS_VARIABLE, AesGcmCodec
+    from conveyor_server.store.reencrypt import reencrypt
+
+    try:
+        keys = keyring_from_env()
+    except ConfigError as error:
+        print(f"conveyor reencrypt: {error}", file=sys.stderr)
+        return 2
+    if keys is None:
+        print(f"conveyor reencrypt: set {KEYS_VARIABLE} (the first key seals)", file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 100_000:
+        print("conveyor reencrypt: --batch must be between 1 and 100000", file=sys.stderr)
+        return 2
+    done = reencrypt(args.db, AesGcmCodec(keys), args.batch)
+    print(
+        f"rows read: {done.rows_read}, values rewritten under key {keys.current_id!r}: "
+        f"{done.values_rewritten}, changed meanwhile: {done.values_changed_meanwhile}, "
+        f"unreadable (key not configured): {done.values_unreadable}"
+    )
+    return 1 if done.values_unreadable else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conveyor", description="Conveyor: a durable background-job coordinator."
@@ -232,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_serve(commands)
     add_token_commands(commands)
+    _add_reencrypt(commands)
     add_client_commands(commands)
     return parser
 

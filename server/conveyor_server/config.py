@@ -5,6 +5,10 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor_server.encryption import Keyring
 
 DEFAULT_LISTEN = "127.0.0.1:7345"
 DEFAULT_DB_URL = "sqlite:///conveyor.db"
@@ -74,8 +78,9 @@ class ServerConfig:
     http_max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
     # host:port of the Prometheus /metrics endpoint; None: off.
     metrics_listen: str | None = None
-    # host:port of the web dashboard; None: off. It has no login: keep it on loopback (the
-    # default host when only a port is given) or behind an authenticating proxy.
+    # host:port of the web dashboard; None: off. Without --auth it has no login: keep it on
+    # loopback (the default host when only a port is given) or behind an authenticating proxy.
+    # With --auth it needs an admin token (and /metrics a token of any role).
     dashboard_listen: str | None = None
     # PostgreSQL only: reader connections per coordinator; statement timeout (0: none).
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
@@ -95,6 +100,9 @@ class ServerConfig:
     max_long_polls: int = 1000
     enqueue_rate: float = 1000.0
     enqueue_burst: int = 2000
+    # Encryption at rest of payloads, results and checkpoints (CONVEYOR_ENCRYPTION_KEYS, read
+    # by `conveyor serve`: encryption.keyring_from_env); None: stored as they are.
+    encryption: Keyring | None = None
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -159,16 +167,12 @@ class ServerConfig:
         if not 1 <= self.enqueue_burst <= 1_000_000:
             burst = self.enqueue_burst
             found.append(f"--enqueue-burst must be between 1 and 1000000, not {burst}")
-        if self.auth and self.http_listen is not None:
-            found.append(
-                "--http-listen does not check tokens yet, so with --auth it would be a way around "
-                "them: leave the HTTP/JSON API off, or run it without --auth on a trusted network"
-            )
         if self.http_listen is not None and not (self.insecure or is_loopback(self.http_listen)):
             found.append(
                 f"--http-listen {self.http_listen[:64]} is reachable from other machines and the "
-                "HTTP/JSON API has no authentication or TLS: listen on 127.0.0.1, or pass "
-                "--insecure if the network itself is trusted"
+                "HTTP/JSON API serves no TLS (tokens and payloads would cross the network in "
+                "clear): listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure "
+                "if the network itself is trusted"
             )
         secured = self.tls_cert is not None and (self.auth or self.tls_client_ca is not None)
         if not (self.insecure or secured or is_loopback(self.listen)):

@@ -18,8 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from conveyor_server.api.auth import AuthInterceptor, AuthSettings, PrincipalCache
+from conveyor_server.api.auth import AuthInterceptor, AuthSettings, Gate, PrincipalCache
 from conveyor_server.api.http.app import HttpApi
+from conveyor_server.api.http.guard import BearerGuard
 from conveyor_server.api.http.server import HttpServer
 from conveyor_server.api.limits import PrincipalLimits, PrincipalLimitsConfig
 from conveyor_server.api.registration import add_coordinator_servicer
@@ -34,6 +35,7 @@ from conveyor_server.core.notify import DueTimeAlarm, JobFinished, QueueWakeups
 from conveyor_server.core.queues import QueueService
 from conveyor_server.core.schedule_service import ScheduleService
 from conveyor_server.core.task_types import TaskTypeService
+from conveyor_server.encryption import AesGcmCodec
 from conveyor_server.logs import configure_logging
 from conveyor_server.maintenance.cron import CronConfig, CronFirer
 from conveyor_server.maintenance.leader import Leadership, holder_id
@@ -87,6 +89,7 @@ class Coordinator:
                 size=config.db_pool_size,
                 statement_timeout_ms=round(config.db_statement_timeout_seconds * 1000),
             ),
+            blobs=AesGcmCodec(config.encryption) if config.encryption else None,
         )
         await store.open()
         # Recorded only when something shows it: otherwise the hooks are no-ops.
@@ -113,10 +116,12 @@ class Coordinator:
             metrics=metrics,
         )
         tokens = TokenStore(config.db_url) if config.auth else None
+        # One gate for every transport: gRPC, HTTP/JSON, metrics and dashboard.
+        gate = _gate(config, tokens)
         server = grpc.aio.server(
             interceptors=[
                 *([RpcMetricsInterceptor(metrics.rpc_finished)] if metrics else []),
-                *_interceptors(config, tokens),
+                *_interceptors(config, gate),
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -172,7 +177,7 @@ class Coordinator:
         host = config.listen.rsplit(":", 1)[0]
         http = None
         if config.http_listen is not None:
-            api = HttpApi(servicer, config.http_max_body_bytes)
+            api = HttpApi(servicer, config.http_max_body_bytes, gate)
             http = HttpServer(api, config.http_listen, config.shutdown_grace_seconds)
             try:
                 await http.start()
@@ -200,7 +205,7 @@ class Coordinator:
         for background in (reaper, waker, cron, pruner):
             background.start()
         pusher.start()
-        endpoints = _http_servers(config, metrics, jobs, queues, schedules, clock)
+        endpoints = _http_servers(config, metrics, jobs, queues, schedules, clock, gate)
         for started, endpoint in enumerate(endpoints):
             try:
                 await endpoint.start()
@@ -226,6 +231,7 @@ class Coordinator:
             db=_redact(config.db_url),
             auth=config.auth,
             tls="mutual" if config.tls_client_ca else bool(config.tls_cert),
+            encryption_key=config.encryption.current_id if config.encryption else None,
         )
         return cls(
             config,
@@ -292,16 +298,20 @@ def _http_servers(
     queues: QueueService,
     schedules: ScheduleService,
     clock: Clock,
+    gate: Gate | None,
 ) -> list[EndpointServer]:
     if metrics is None:
         return []
-    servers = []
+    servers: list[EndpointServer] = []
     if config.metrics_listen is not None:
         from conveyor_server.observability.endpoint import metrics_app
 
-        servers.append(
-            EndpointServer(metrics_app(metrics, queues), config.metrics_listen, "metrics")
-        )
+        scrape: Any = metrics_app(metrics, queues)
+        if gate is not None:
+            # With --auth, a scrape needs a token (any role): Prometheus sends one with
+            # `authorization: {credentials_file: ...}` in its scrape config.
+            scrape = BearerGuard(scrape, gate)
+        servers.append(EndpointServer(scrape, config.metrics_listen, "metrics"))
     if config.dashboard_listen is not None:
         from conveyor_server.dashboard.app import (
             DashboardServices,
@@ -312,8 +322,9 @@ def _http_servers(
         app = dashboard_app(
             DashboardServices(jobs, queues, schedules, metrics, clock),
             allowed_hosts(config.dashboard_listen),
+            gate,
         )
-        if not _loopback(config.dashboard_listen):
+        if gate is None and not _loopback(config.dashboard_listen):
             # No login: anyone who reaches the port can replay and cancel jobs.
             log.warning("dashboard.not_loopback", listen=config.dashboard_listen)
         servers.append(EndpointServer(app, config.dashboard_listen, "dashboard"))
@@ -347,11 +358,9 @@ class _HealthReporter:
             await self._health.set(service_name, status)
 
 
-def _interceptors(
-    config: ServerConfig, tokens: TokenStore | None
-) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+def _gate(config: ServerConfig, tokens: TokenStore | None) -> Gate | None:
     if tokens is None:
-        return []
+        return None
     limits = PrincipalLimits(
         PrincipalLimitsConfig(
             max_long_polls=config.max_long_polls,
@@ -359,8 +368,15 @@ def _interceptors(
             enqueue_burst=config.enqueue_burst,
         )
     )
-    settings = AuthSettings(close_health=config.auth_health)
-    return [AuthInterceptor(PrincipalCache(tokens.find), limits, settings)]
+    return Gate(PrincipalCache(tokens.find), limits)
+
+
+def _interceptors(
+    config: ServerConfig, gate: Gate | None
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    if gate is None:
+        return []
+    return [AuthInterceptor(gate, AuthSettings(close_health=config.auth_health))]
 
 
 def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:

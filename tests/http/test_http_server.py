@@ -35,10 +35,10 @@ def test_a_non_loopback_http_listen_needs_insecure() -> None:
     assert _config(build_parser().parse_args([*refused, "--insecure"])).insecure
 
 
-def test_http_listen_with_auth_is_refused_until_http_checks_tokens() -> None:
+def test_http_listen_with_auth_is_accepted_since_http_checks_tokens() -> None:
     args = build_parser().parse_args(["serve", "--auth", "--http-listen", "127.0.0.1:8080"])
-    with pytest.raises(ConfigError, match="does not check tokens yet"):
-        _config(args)
+    config = _config(args)
+    assert config.auth and config.http_listen == "127.0.0.1:8080"
 
 
 def test_http_listen_without_a_port_is_a_config_error() -> None:

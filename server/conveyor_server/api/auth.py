@@ -1,9 +1,12 @@
-"""Authentication and authorization for every RPC, in one server interceptor.
+"""Authentication and authorization for every RPC: one Gate, used by the gRPC server
+interceptor here and by the HTTP/JSON API (api/http/app.py) alike, so both transports apply
+the same token store, roles, queue globs and limits.
 
 The interceptor wraps each method's handler, so the check runs with the decoded request in
 hand: it authenticates the bearer token (`authorization: Bearer cvy_...`), checks the method
 against ALLOWED_ROLES and the queues the request names against the token's queue globs, then
-applies the principal's limits (api/limits.py), and only then calls the servicer.
+applies the principal's limits (api/limits.py), and only then calls the servicer. The HTTP
+API does the same with its Authorization header and the RPC its route calls.
 
 Which RPCs are checked by queue (QUEUES_OF): Enqueue (job.queue), EnqueueBatch (every
 jobs[].queue), Lease (queues), ListJobs (queue; an empty filter means every queue and is
@@ -183,6 +186,51 @@ def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
     return token.strip()
 
 
+class TokenStoreUnavailable(Exception):
+    """The token lookup failed (the database is unreachable): UNAVAILABLE, retry."""
+
+
+class Gate:
+    """The one check of a call: who (`principal`), whether it may (`authorize`), and its
+    limits (`admit`). Shared by every transport so that a rule is written once."""
+
+    def __init__(self, cache: PrincipalCache, limits: PrincipalLimits) -> None:
+        self._cache = cache
+        self._limits = limits
+
+    async def principal(self, metadata: Sequence[tuple[str, Any]] | None) -> Principal:
+        """The principal of the one bearer token among `metadata`'s `authorization` entries;
+        Unauthenticated, or TokenStoreUnavailable when the lookup itself failed."""
+        token = bearer_token(metadata)
+        try:
+            principal = await self._cache.get(token)
+        except Exception as failed:
+            log.exception("auth.lookup_failed")
+            raise TokenStoreUnavailable("token store unavailable; retry") from failed
+        if principal is None:
+            raise Unauthenticated("unknown or revoked token")
+        return principal
+
+    @staticmethod
+    def authorize(principal: Principal, method: str, request: Any) -> None:
+        """PermissionDenied unless the principal's roles and queue globs cover `method` with
+        `request` (None: a request that could not be decoded, checked by role only)."""
+        queues = QUEUES_OF.get(method, lambda r: ())(request) if request is not None else ()
+        check(principal, method, queues, ALLOWED_ROLES)
+
+    def admit(
+        self, principal: Principal, method: str, request: Any
+    ) -> AbstractContextManager[None]:
+        """Takes the call's share of the principal's limits (Exhausted when it has none
+        left); the returned context holds a long-poll slot while the call runs."""
+        if request is None:
+            return nullcontext()
+        self._limits.take_enqueue(principal.name, _enqueued(method, request))
+        if _long_poll(method, request):
+            return self._limits.long_poll(principal.name)
+        return nullcontext()
+
+
 @dataclass(frozen=True)
 class AuthSettings:
     # Whether the gRPC health service needs a token too (default: open, for probes).
@@ -206,11 +254,8 @@ else:  # not subscriptable at run time
 
 
 class AuthInterceptor(_Interceptor):
-    def __init__(
-        self, cache: PrincipalCache, limits: PrincipalLimits, settings: AuthSettings
-    ) -> None:
-        self._cache = cache
-        self._limits = limits
+    def __init__(self, gate: Gate, settings: AuthSettings) -> None:
+        self._gate = gate
         self._settings = settings
 
     async def intercept_service(
@@ -237,16 +282,12 @@ class AuthInterceptor(_Interceptor):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> Principal:
         try:
-            token = bearer_token(metadata)
-            principal = await self._cache.get(token)
-            if principal is None:
-                raise Unauthenticated("unknown or revoked token")
+            return await self._gate.principal(metadata)
         except Unauthenticated as refused:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(refused))
-        except Exception:
-            log.exception("auth.lookup_failed")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "token store unavailable; retry")
-        return principal
+        except TokenStoreUnavailable as unavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(unavailable))
+        raise AssertionError("abort raises")
 
     def _coordinator(
         self,
@@ -255,25 +296,19 @@ class AuthInterceptor(_Interceptor):
         metadata: Sequence[tuple[str, Any]] | None,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         behavior: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
-        limits = self._limits
+        gate = self._gate
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             principal = await self._principal(metadata, context)
             # An undecodable request is a marker, not a Message: the inner handler refuses it.
-            decoded = isinstance(request, Message)
-            queues = QUEUES_OF.get(method, lambda r: ())(request) if decoded else ()
+            decoded = request if isinstance(request, Message) else None
             try:
-                check(principal, method, queues, ALLOWED_ROLES)
+                gate.authorize(principal, method, decoded)
             except PermissionDenied as refused:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
             scope = CALLER_SCOPE.set(Scope(principal.namespace, principal.queues))
             try:
-                slot: AbstractContextManager[None] = nullcontext()
-                if decoded:
-                    limits.take_enqueue(principal.name, _enqueued(method, request))
-                    if _long_poll(method, request):
-                        slot = limits.long_poll(principal.name)
-                with slot:
+                with gate.admit(principal, method, decoded):
                     return await behavior(request, context)
             except Exhausted as exhausted:
                 await context.abort(

@@ -26,6 +26,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conveyor_server.api.auth import Gate
+from conveyor_server.api.http.guard import (
+    SESSION_SECONDS,
+    Refusal,
+    Sessions,
+    authenticate,
+    authorization_headers,
+)
+from conveyor_server.core.auth import Principal, Role
 from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
 from conveyor_server.core.jobs import JobService
 from conveyor_server.core.model import JobState, ListJobsParams, Micros
@@ -37,6 +46,8 @@ from conveyor_server.observability.metrics import PrometheusMetrics
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "conveyor_csrf"
+SESSION_COOKIE = "conveyor_session"
+ADMIN_ONLY = frozenset({Role.ADMIN})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -117,12 +128,26 @@ def allowed_hosts(listen: str) -> list[str]:
     return [host]
 
 
-def dashboard_app(services: DashboardServices, hosts: list[str] | None = None) -> ASGIApp:
+def dashboard_app(
+    services: DashboardServices, hosts: list[str] | None = None, gate: Gate | None = None
+) -> ASGIApp:
+    """`gate` (with `--auth`): every page needs an admin token, sent as `Authorization:
+    Bearer` or entered once at /login (a session cookie, see api/http/guard.py)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["secs"] = _seconds
     templates.env.globals["PERIODS"] = PERIODS
+    templates.env.globals["LOGIN"] = gate is not None
     csrf = _Csrf()
+    sessions = Sessions()
+
+    async def signed_in(request: Request) -> Principal | Refusal:
+        assert gate is not None
+        headers = authorization_headers(request.scope)
+        if not headers:
+            token = sessions.token(request.cookies.get(SESSION_COOKIE))
+            headers = [f"Bearer {token}"] if token else []
+        return await authenticate(gate, headers, ADMIN_ONLY)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
@@ -132,10 +157,17 @@ def dashboard_app(services: DashboardServices, hosts: list[str] | None = None) -
             response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict")
         return response
 
-    def guarded(handler: Handler) -> Handler:
-        """Errors become pages; a POST without a valid CSRF token is refused."""
+    def guarded(handler: Handler, *, sign_in: bool = True) -> Handler:
+        """Errors become pages; a POST without a valid CSRF token is refused; with a gate,
+        a caller that is not signed in as an admin is sent to /login (or refused)."""
 
         async def run(request: Request) -> Response:
+            if gate is not None and sign_in:
+                found = await signed_in(request)
+                if isinstance(found, Refusal):
+                    if found.status == 401 and request.method == "GET":
+                        return back("/login")
+                    return page(request, "error.html", found.status, message=found.message)
             if request.method == "POST":
                 form = await request.form()
                 token = form.get("csrf")
@@ -158,6 +190,33 @@ def dashboard_app(services: DashboardServices, hosts: list[str] | None = None) -
 
     async def home(request: Request) -> Response:
         return back("/queues")
+
+    async def login(request: Request) -> Response:
+        assert gate is not None
+        if request.method == "GET":
+            return page(request, "login.html")
+        form = await request.form()
+        token = form.get("token")
+        value = token.strip() if isinstance(token, str) else ""
+        found = await authenticate(gate, [f"Bearer {value}"], ADMIN_ONLY)
+        if isinstance(found, Refusal):
+            return page(request, "login.html", found.status, message=found.message)
+        response = back("/queues")
+        response.set_cookie(
+            SESSION_COOKIE,
+            sessions.open(value),
+            max_age=SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def logout(request: Request) -> Response:
+        sessions.close(request.cookies.get(SESSION_COOKIE))
+        response = back("/login")
+        response.delete_cookie(SESSION_COOKIE)
+        return response
 
     async def queues(request: Request) -> Response:
         listed = await services.queues.list(None, 1000)
@@ -312,6 +371,11 @@ def dashboard_app(services: DashboardServices, hosts: list[str] | None = None) -
         Route("/schedules/{name}/{action:str}", guarded(schedule_action), methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
+    if gate is not None:
+        routes += [
+            Route("/login", guarded(login, sign_in=False), methods=["GET", "POST"]),
+            Route("/logout", guarded(logout, sign_in=False), methods=["POST"]),
+        ]
     app = Starlette(routes=routes)
     return _SecurityHeaders(TrustedHostMiddleware(app, allowed_hosts=hosts or ["*"]))
 

@@ -26,6 +26,7 @@ from conveyor_server.core.model import (
     JobPage,
     JobState,
     LeaseBatch,
+    LeasedJob,
     LeaseParams,
     ListJobsParams,
     Micros,
@@ -50,6 +51,7 @@ from conveyor_server.errors import ConveyorError, FailedPrecondition, NotFound
 from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects
 from conveyor_server.store import queues as queues_sql
+from conveyor_server.store.blobs import BlobCodec, BlobUnreadable, codec_of
 from conveyor_server.store.contracts import WorkerDeclarations
 from conveyor_server.store.isolation import Forget, isolating, reason_of
 from conveyor_server.store.prepared import Prepared, constant
@@ -181,8 +183,9 @@ def insert_jobs(
     depths = child_depths(conn, new_jobs, max_depth)
     configs = defaults.get(conn, {j.queue for j in new_jobs}, new_jobs[0].created_at)
     depths = refuse_unregistered(conn, new_jobs, configs, depths)
+    blobs = codec_of(conn)
     rows = [
-        job_row(job, depth, resolve_settings(job.settings, configs[job.queue].defaults))
+        job_row(job, depth, resolve_settings(job.settings, configs[job.queue].defaults), blobs)
         for job, depth in zip(new_jobs, depths, strict=True)
         if not isinstance(depth, ConveyorError)
     ]
@@ -197,7 +200,8 @@ def insert_jobs(
         if isinstance(depth, ConveyorError):
             outcomes.append(depth)
         elif job.idempotency_key:
-            outcomes.append(keyed_outcome(job, holders[(job.queue, job.idempotency_key)]))
+            holder = holders[(job.queue, job.idempotency_key)]
+            outcomes.append(keyed_outcome(job, holder, blobs))
         else:
             outcomes.append(fresh_result(job))
     return outcomes
@@ -263,30 +267,52 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
     declarations.record(conn, params)
     plan = queues_sql.plan_dispatch(conn, params)
     rows, left_behind = rows_that_fit(conn, plan, params.reply_limit)
+    tokens = lease_tokens(plan.chosen)
+    # Built from the rows read before the claim, with what _CLAIM sets: no second read.
+    leased = readable_jobs(plan, rows, tokens, params.now, codec_of(conn))
     chosen = plan.chosen
     if not chosen:
         return LeaseBatch(
             jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
         )
     queues_sql.record_dispatch(conn, plan, params.now)
-    tokens = lease_tokens(chosen)
     _CLAIM.executemany(
         conn,
         [
             {
                 "b_id": job_id,
-                "b_token": token,
+                "b_token": tokens[job_id],
                 "b_worker": params.worker_id,
                 "b_now": params.now,
             }
-            for job_id, token in tokens.items()
+            for job_id in chosen
         ],
     )
-    # Built from the rows read before the claim, with what _CLAIM set: no second read.
-    leased = [claimed_job(rows[job_id], tokens[job_id], params.now) for job_id in chosen]
     return LeaseBatch(
         jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
     )
+
+
+def readable_jobs(
+    plan: queues_sql.DispatchPlan,
+    rows: dict[str, sa.Row[Any]],
+    tokens: dict[str, str],
+    now: Micros,
+    blobs: BlobCodec,
+) -> list[LeasedJob]:
+    """The chosen jobs as workers receive them. A job whose payload or checkpoint cannot be
+    opened (its key is not configured) is left out of the plan and stays AVAILABLE, with an
+    error logged: adding the key lets it run; nothing about it changes meanwhile."""
+    leased: list[LeasedJob] = []
+    for job_id in list(plan.chosen):
+        try:
+            leased.append(claimed_job(rows[job_id], tokens[job_id], now, blobs))
+        except BlobUnreadable as unreadable:
+            log.error("lease.job_unreadable", job_id=job_id, error=str(unreadable))
+            plan.chosen.remove(job_id)
+            plan.keys_by_job.pop(job_id, None)
+            plan.dry_until = {}
+    return leased
 
 
 def rows_that_fit(
@@ -330,6 +356,7 @@ def extend(
     conn: Connection, items: Sequence[HeartbeatParams], now: Micros
 ) -> list[HeartbeatResult | ConveyorError]:
     rows = rows_by_id(conn, [i.job_id for i in items], HOLDER_COLUMNS, lock=True)
+    blobs = codec_of(conn)
     outcomes: list[HeartbeatResult | ConveyorError] = []
     updates = []
     for item in items:
@@ -346,7 +373,7 @@ def extend(
                 "b_id": item.job_id,
                 "b_token": item.lease_token,
                 "b_expires": expires,
-                "b_checkpoint": item.checkpoint,
+                "b_checkpoint": blobs.seal(item.job_id, "checkpoint", item.checkpoint),
             }
         )
         outcomes.append(
@@ -367,6 +394,7 @@ def settle(
     """Applies receipts fenced by lease token; the holders are read locked (PostgreSQL), and
     the UPDATE re-checks the state and token it expects as well."""
     rows = rows_by_id(conn, [r.job_id for r in receipts], HOLDER_COLUMNS, lock=True)
+    blobs = codec_of(conn)
     outcomes: list[TransitionResult | ConveyorError] = []
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
@@ -395,7 +423,7 @@ def settle(
         transition = decide(holder, receipt, now, rng)
         updates.append(
             transition_params(
-                row.id, receipt.lease_token, transition, keep_token=True, digest=digest
+                row.id, receipt.lease_token, transition, keep_token=True, blobs=blobs, digest=digest
             )
         )
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
@@ -437,7 +465,11 @@ def rescue_rows(
         holder = lease_holder(row)
         transition = decide(holder, now, rng)
         # Clearing the token makes a late receipt from the lost lease fail its fencing check.
-        updates.append(transition_params(row.id, row.lease_token, transition, keep_token=False))
+        updates.append(
+            transition_params(
+                row.id, row.lease_token, transition, keep_token=False, blobs=codec_of(conn)
+            )
+        )
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
         outcomes.append(transition_result(holder, transition))
     if updates:
@@ -512,6 +544,7 @@ def promote(conn: Connection, now: Micros, limit: int) -> list[TransitionResult]
 
 def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
     state = locked_state(conn, job_id)
+    load_job(conn, job_id)  # a job that cannot be read is refused before anything changes
     step = cancel_step(job_id, state)
     if step == CancelStep.FINISH:
         changed = conn.execute(
@@ -535,6 +568,7 @@ def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
 
 def retry(conn: Connection, job_id: str, now: Micros) -> Job:
     state = locked_state(conn, job_id)
+    load_job(conn, job_id)  # a job that cannot be read is refused before anything changes
     check_retryable(job_id, state)
     changed = conn.execute(
         sa.update(jobs)
@@ -577,7 +611,7 @@ def load_job(conn: Connection, job_id: str) -> Job:
     history = conn.execute(
         sa.select(job_attempts).where(job_attempts.c.job_id == job_id).order_by(job_attempts.c.id)
     )
-    return job_from_row(row, tuple(attempt_from_row(h) for h in history))
+    return job_from_row(row, tuple(attempt_from_row(h) for h in history), codec_of(conn))
 
 
 def rows_by_id(
@@ -607,10 +641,11 @@ def job_page(conn: Connection, query: Any, params: ListJobsParams) -> JobPage:
     rows after it are never fetched)."""
     page: list[Job] = []
     total = 0
+    blobs = codec_of(conn)
     result = conn.execute(query)
     try:
         for row in result:
-            job = job_from_row(row, ())
+            job = job_from_row(row, (), blobs)
             if params.reply_limit is not None:
                 size = listed_job_size(job)
                 if page and total + size > params.reply_limit.budget:

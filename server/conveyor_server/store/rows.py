@@ -34,6 +34,7 @@ from conveyor_server.errors import (
     NotFound,
     shown,
 )
+from conveyor_server.store.blobs import BlobCodec, BlobUnreadable
 
 # SQLite allows 32,766 bound variables per statement; IN lists stay far below that.
 IN_CHUNK = 500
@@ -49,13 +50,15 @@ def chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + IN_CHUNK] for i in range(0, len(items), IN_CHUNK)]
 
 
-def job_row(job: NewJob, depth: int, settings: ResolvedSettings) -> dict[str, Any]:
+def job_row(
+    job: NewJob, depth: int, settings: ResolvedSettings, blobs: BlobCodec
+) -> dict[str, Any]:
     policy = settings.retry_policy
     return {
         "id": job.job_id,
         "queue": job.queue,
         "task_type": job.task_type,
-        "payload": job.payload,
+        "payload": blobs.seal(job.job_id, "payload", job.payload),
         "state": job.initial_state(),
         "priority": job.priority,
         "run_at": job.run_at,
@@ -118,10 +121,16 @@ def fresh_result(job: NewJob) -> EnqueueResult:
     )
 
 
-def keyed_outcome(job: NewJob, holder: sa.Row[Any]) -> EnqueueResult | ConveyorError:
+def keyed_outcome(
+    job: NewJob, holder: sa.Row[Any], blobs: BlobCodec
+) -> EnqueueResult | ConveyorError:
     if holder.id == job.job_id:
         return fresh_result(job)
-    if holder.task_type != job.task_type or holder.payload != job.payload:
+    try:
+        payload = blobs.open(holder.id, "payload", holder.payload)
+    except BlobUnreadable as unreadable:
+        return unreadable
+    if holder.task_type != job.task_type or payload != job.payload:
         return AlreadyExists(
             f"idempotency_key {shown(job.idempotency_key)} in queue {shown(job.queue)} already "
             f"belongs to job {holder.id} with a different task_type or payload; use a new key "
@@ -201,7 +210,13 @@ def conflicting_receipt(job_id: str) -> ConveyorError:
 
 
 def transition_params(
-    job_id: str, token: str, transition: Any, *, keep_token: bool, digest: str | None = None
+    job_id: str,
+    token: str,
+    transition: Any,
+    *,
+    keep_token: bool,
+    blobs: BlobCodec,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """`digest`: the receipt's receipt_digest (None when a lease expired)."""
     error: JobError | None = transition.error
@@ -211,7 +226,7 @@ def transition_params(
         "b_state": int(transition.state),
         "b_run_at": transition.run_at,
         "b_attempt_delta": transition.attempt_delta,
-        "b_result": transition.result,
+        "b_result": blobs.seal(job_id, "result", transition.result),
         "b_error_message": error.message if error else None,
         "b_error_type": error.type if error else None,
         "b_error_non_retryable": error.non_retryable if error else None,
@@ -301,12 +316,12 @@ def leased_job_size(row: sa.Row[Any]) -> int:
     return len(row.payload) + len(row.checkpoint or b"") + LEASED_JOB_OVERHEAD
 
 
-def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
+def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...], blobs: BlobCodec) -> Job:
     return Job(
         job_id=row.id,
         queue=row.queue,
         task_type=row.task_type,
-        payload=row.payload or b"",
+        payload=blobs.open(row.id, "payload", row.payload) or b"",
         state=JobState(row.state),
         run_at=row.run_at,
         delay=row.delay,
@@ -323,8 +338,8 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
         parent_job_id=row.parent_job_id,
         depth=row.depth,
         attempt=row.attempt,
-        checkpoint=row.checkpoint,
-        result=row.result,
+        checkpoint=blobs.open(row.id, "checkpoint", row.checkpoint),
+        result=blobs.open(row.id, "result", row.result),
         last_error=job_error(row.error_message, row.error_type, row.error_non_retryable),
         created_at=row.created_at,
         finished_at=row.finished_at,
@@ -337,20 +352,21 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
     )
 
 
-def claimed_job(row: sa.Row[Any], token: str, now: Micros) -> LeasedJob:
+def claimed_job(row: sa.Row[Any], token: str, now: Micros, blobs: BlobCodec) -> LeasedJob:
     """The job as a worker receives it, from its row as read just before the claim, with what
-    the claim set: the token, the next attempt and the expiry."""
+    the claim set: the token, the next attempt and the expiry. BlobUnreadable when its
+    payload or checkpoint cannot be opened."""
     return LeasedJob(
         job_id=row.id,
         lease_token=token,
         queue=row.queue,
         task_type=row.task_type,
-        payload=row.payload,
+        payload=blobs.open(row.id, "payload", row.payload) or b"",
         attempt=row.attempt + 1,
         max_attempts=row.max_attempts,
         lease_expires_at=now + row.lease_duration,
         lease_duration=row.lease_duration,
-        checkpoint=row.checkpoint,
+        checkpoint=blobs.open(row.id, "checkpoint", row.checkpoint),
         created_at=row.created_at,
         parent_job_id=row.parent_job_id,
         task_version=row.task_version or "",

@@ -1,5 +1,6 @@
 """Schedule rows, on an open connection. The job template is the serialized JobSpec the API
-layer validated; the store keeps it as opaque bytes."""
+layer validated; the store keeps it as opaque bytes, sealed by the store's codec (it holds a
+payload: store/blobs.py), bound to the schedule's name."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ from conveyor_server.core.model import Micros
 from conveyor_server.core.schedules import MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec
 from conveyor_server.errors import AlreadyExists, NotFound, shown
 from conveyor_server.store import dialects
+from conveyor_server.store.blobs import BlobCodec, codec_of
 from conveyor_server.store.namespaced import in_namespace
 from conveyor_server.store.schema import schedule_fires, schedules
 
 
-def _values(schedule: Schedule) -> dict[str, Any]:
+def _values(schedule: Schedule, blobs: BlobCodec) -> dict[str, Any]:
     spec = schedule.spec
     return {
         "cron": spec.cron,
         "timezone": spec.timezone,
-        "job_spec": spec.job_spec,
+        "job_spec": blobs.seal(spec.name, "job_spec", spec.job_spec),
         "misfire_policy": int(spec.misfire_policy),
         "catch_up_limit": spec.catch_up_limit,
         "overlap_policy": int(spec.overlap_policy),
@@ -33,13 +35,13 @@ def _values(schedule: Schedule) -> dict[str, Any]:
     }
 
 
-def schedule_from_row(row: Any) -> Schedule:
+def schedule_from_row(row: Any, blobs: BlobCodec) -> Schedule:
     return Schedule(
         spec=ScheduleSpec(
             name=row.name,
             cron=row.cron,
             timezone=row.timezone,
-            job_spec=row.job_spec,
+            job_spec=blobs.open(row.name, "job_spec", row.job_spec) or b"",
             misfire_policy=MisfirePolicy(row.misfire_policy),
             catch_up_limit=row.catch_up_limit,
             overlap_policy=OverlapPolicy(row.overlap_policy),
@@ -56,7 +58,7 @@ def insert(conn: Connection, schedule: Schedule, now: Micros) -> None:
         with conn.begin_nested():
             conn.execute(
                 sa.insert(schedules).values(
-                    name=schedule.spec.name, created_at=now, **_values(schedule)
+                    name=schedule.spec.name, created_at=now, **_values(schedule, codec_of(conn))
                 )
             )
     except IntegrityError:
@@ -69,14 +71,14 @@ def load(conn: Connection, name: str) -> Schedule:
     row = (conn.execute(sa.select(schedules).where(schedules.c.name == name))).first()
     if row is None:
         raise NotFound(f"schedule {shown(name)} not found")
-    return schedule_from_row(row)
+    return schedule_from_row(row, codec_of(conn))
 
 
 def save(conn: Connection, schedule: Schedule) -> None:
     conn.execute(
         sa.update(schedules)
         .where(schedules.c.name == schedule.spec.name)
-        .values(**_values(schedule))
+        .values(**_values(schedule, codec_of(conn)))
     )
 
 
@@ -94,7 +96,8 @@ def page(
         query = query.where(schedules.c.name > after)
     if namespace is not None:
         query = query.where(in_namespace(schedules.c.name, namespace))
-    return [schedule_from_row(row) for row in conn.execute(query)]
+    blobs = codec_of(conn)
+    return [schedule_from_row(row, blobs) for row in conn.execute(query)]
 
 
 def due(conn: Connection, now: Micros, limit: int) -> list[Schedule]:
@@ -104,7 +107,8 @@ def due(conn: Connection, now: Micros, limit: int) -> list[Schedule]:
         .order_by(schedules.c.next_fire_at)
         .limit(limit)
     )
-    return [schedule_from_row(row) for row in result]
+    blobs = codec_of(conn)
+    return [schedule_from_row(row, blobs) for row in result]
 
 
 def next_fire_at(conn: Connection) -> Micros | None:

@@ -57,6 +57,7 @@ from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import dialects, jobs_sql
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
+from conveyor_server.store.blobs import PLAIN, BlobCodec, attach, codec_of
 from conveyor_server.store.isolation import isolating, reason_of
 from conveyor_server.store.jobs_sql import ISOLATED_ERROR_TYPE
 from conveyor_server.store.listen import CHANNEL, WakeupListener, payloads
@@ -100,11 +101,14 @@ class SqlStore:
         rng: Random | None = None,
         on_write_health: Callable[[bool], None] | None = None,
         pool: dialects.PoolSettings | None = None,
+        blobs: BlobCodec | None = None,
     ) -> None:
         """`on_write_health(False)` is called (on the event loop) when a write fails because
         the storage did (a full disk, an I/O error), and `on_write_health(True)` once a probe
         write succeeds again; the composition root turns these into the health status.
-        `pool` sizes the PostgreSQL readers and bounds each statement's time."""
+        `pool` sizes the PostgreSQL readers and bounds each statement's time. `blobs` seals
+        and opens payloads, results and checkpoints (store/blobs.py; default: plaintext)."""
+        self._blobs = blobs or PLAIN
         self._url = url
         self._on_write_health = on_write_health
         self._lock: DatabaseLock | None = None
@@ -146,9 +150,11 @@ class SqlStore:
             self._lock = None
 
     async def _open_database(self, url: str) -> None:
-        thread = DatabaseThread(
-            dialects.create_writer_engine(url, self._synchronous, self._pool), "conveyor-writer"
-        )
+        writer = dialects.create_writer_engine(url, self._synchronous, self._pool)
+        reader = dialects.create_reader_engine(url, self._synchronous, self._pool)
+        for engine in (writer, reader):
+            attach(engine, self._blobs)
+        thread = DatabaseThread(writer, "conveyor-writer")
         hooks = WriterHooks(
             apply_group=self._apply_group,
             committed=self._committed,
@@ -159,10 +165,7 @@ class SqlStore:
         self._writer = GroupWriter(
             thread, hooks, max_batch=self._max_write_batch, on_write_health=self._on_write_health
         )
-        self._readers = ReaderPool(
-            dialects.create_reader_engine(url, self._synchronous, self._pool),
-            dialects.reader_threads(url, self._pool),
-        )
+        self._readers = ReaderPool(reader, dialects.reader_threads(url, self._pool))
         await thread.run(_migrate)
         await thread.run(_repair_orphaned_queues)
         self._writer.start()
@@ -478,7 +481,7 @@ class SqlStore:
         def fire(batch: Sequence[Any]) -> list[Fire]:
             fired: list[Fire] = []
             for row in batch:
-                schedule = schedules_sql.schedule_from_row(row)
+                schedule = schedules_sql.schedule_from_row(row, codec_of(conn))
                 fired.extend(self._fire_one(conn, schedule, now, planner, max_depth))
             return fired
 

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,9 +21,12 @@ import structlog
 from conveyor.v1 import coordinator_pb2 as pb
 from google.protobuf.message import Message
 
+from conveyor_server.api.auth import Gate, TokenStoreUnavailable
 from conveyor_server.api.http import routes, transcode
 from conveyor_server.api.http.openapi import openapi_document
+from conveyor_server.api.limits import Exhausted
 from conveyor_server.api.servicer import CoordinatorServicer
+from conveyor_server.core.auth import PermissionDenied, Principal, Unauthenticated
 from conveyor_server.errors import InvalidArgument, shown
 
 log = structlog.get_logger("conveyor.http")
@@ -45,11 +49,20 @@ _SCHEDULE_FIELDS = {
 
 
 class _Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        http_status: int | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.http_status = http_status or transcode.HTTP_STATUS.get(code, 500)
+        self.headers = headers or []
+        self.details = details or []
 
 
 class _Context:
@@ -77,10 +90,19 @@ class _ClientGone(Exception):
 
 
 class HttpApi:
-    def __init__(self, servicer: CoordinatorServicer, max_body_bytes: int) -> None:
+    """`gate`: with `--auth`, every route checks `Authorization: Bearer <token>` through the
+    same Gate as the gRPC interceptor (api/auth.py): the RPC the route calls, its roles and
+    queue globs, and the principal's limits. The OpenAPI document stays open (it is the
+    API's shape, as public as the protos); unknown paths are 404 with or without a token."""
+
+    def __init__(
+        self, servicer: CoordinatorServicer, max_body_bytes: int, gate: Gate | None = None
+    ) -> None:
         self._servicer = servicer
         self._max_body_bytes = max_body_bytes
-        self._openapi = json.dumps(openapi_document(max_body_bytes)).encode()
+        self._gate = gate
+        document = openapi_document(max_body_bytes, bearer=gate is not None)
+        self._openapi = json.dumps(document).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,8 +115,10 @@ class HttpApi:
         except _ClientGone:
             return
         except _Aborted as aborted:
-            status = aborted.http_status
             reply = transcode.status_body(aborted.code, aborted.message)
+            reply["details"] = aborted.details
+            await _send_json(send, aborted.http_status, reply, aborted.headers)
+            return
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -122,6 +146,8 @@ class HttpApi:
                 )
             raise _Aborted(grpc.StatusCode.NOT_FOUND, f"no route for {verb} {shown(raw_path)}")
         route, path = found
+        # Before the body is read: a caller without a token learns nothing of its request.
+        principal = await self._principal(scope) if self._gate is not None else None
         try:
             raw = await _read_body(receive, scope, self._max_body_bytes)
         except _TooLarge:
@@ -132,11 +158,60 @@ class HttpApi:
         try:
             rpc, request = _request(route, path, scope, raw)
         except InvalidArgument as error:
+            if principal is not None:
+                # As over gRPC: the role decides before the request's content does.
+                self._authorize(principal, route.rpc, None)
             raise _Aborted(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-        reply = await _unless_disconnected(
-            getattr(self._servicer, rpc)(request, _Context()), receive
-        )
+        slot: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if principal is not None:
+            slot = self._authorize(principal, rpc, request)
+        with slot:
+            reply = await _unless_disconnected(
+                getattr(self._servicer, rpc)(request, _Context()), receive
+            )
         return 200, transcode.reply_json(reply)
+
+    async def _principal(self, scope: Scope) -> Principal:
+        assert self._gate is not None
+        metadata = [
+            ("authorization", value.decode("latin-1"))
+            for name, value in scope.get("headers", [])
+            if name.lower() == b"authorization"
+        ]
+        try:
+            return await self._gate.principal(metadata)
+        except Unauthenticated as refused:
+            raise _Aborted(
+                grpc.StatusCode.UNAUTHENTICATED,
+                str(refused).replace("metadata", "header"),
+                headers=[(b"www-authenticate", b'Bearer realm="conveyor"')],
+            ) from None
+        except TokenStoreUnavailable as unavailable:
+            raise _Aborted(grpc.StatusCode.UNAVAILABLE, str(unavailable)) from None
+
+    def _authorize(
+        self, principal: Principal, rpc: str, request: Message | None
+    ) -> contextlib.AbstractContextManager[None]:
+        """The role and queue check, then the principal's limits (429 with Retry-After)."""
+        assert self._gate is not None
+        try:
+            self._gate.authorize(principal, rpc, request)
+            return self._gate.admit(principal, rpc, request)
+        except PermissionDenied as refused:
+            raise _Aborted(grpc.StatusCode.PERMISSION_DENIED, str(refused)) from None
+        except Exhausted as exhausted:
+            delay = max(0.001, exhausted.retry_after)
+            raise _Aborted(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(exhausted),
+                headers=[(b"retry-after", b"%d" % math.ceil(delay))],
+                details=[
+                    {
+                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{delay:.3f}s",
+                    }
+                ],
+            ) from None
 
 
 async def _unless_disconnected(call: Awaitable[Message], receive: Receive) -> Message:
@@ -256,12 +331,18 @@ def _raw_path(scope: Scope) -> str:
     return raw.decode("latin-1")
 
 
-async def _send_json(send: Send, status: int, reply: Any) -> None:
-    await _send(send, status, json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode())
+async def _send_json(
+    send: Send, status: int, reply: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode()
+    await _send(send, status, data, extra)
 
 
-async def _send(send: Send, status: int, data: bytes) -> None:
+async def _send(
+    send: Send, status: int, data: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    headers += extra or []
     if status == 413:
         # The rest of the body is not read: the connection cannot carry another request.
         headers.append((b"connection", b"close"))

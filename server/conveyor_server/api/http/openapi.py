@@ -41,6 +41,8 @@ STATUS_SCHEMA = {
 }
 _ERRORS = {
     "400": "INVALID_ARGUMENT or FAILED_PRECONDITION (malformed JSON, a bad value, a lost lease)",
+    "401": "UNAUTHENTICATED (with --auth: no token, or an unknown or revoked one)",
+    "403": "PERMISSION_DENIED (with --auth: a role or queue the token is not granted)",
     "404": "NOT_FOUND",
     "409": "ALREADY_EXISTS",
     "413": "the request body is over the size limit",
@@ -127,7 +129,8 @@ class _Schemas:
         return {"type": "string"}
 
 
-def openapi_document(max_body_bytes: int) -> dict[str, Any]:
+def openapi_document(max_body_bytes: int, *, bearer: bool = False) -> dict[str, Any]:
+    """`bearer`: the coordinator runs with --auth, and every operation needs a token."""
     schemas = _Schemas()
     paths: dict[str, Any] = {}
     for route in ROUTES:
@@ -135,7 +138,7 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
             route, schemas
         )
     schemas.components["google.rpc.Status"] = STATUS_SCHEMA
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "Conveyor coordinator HTTP/JSON API",
@@ -149,6 +152,12 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas.components},
     }
+    if bearer:
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "conveyor tokens create"}
+        }
+        document["security"] = [{"bearer": []}]
+    return document
 
 
 def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
