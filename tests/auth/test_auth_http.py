@@ -172,3 +172,20 @@ async def test_the_dashboard_needs_an_admin_token_by_header_or_login(
         assert (await browser.get("/queues")).status_code == 200
         await browser.post("/logout", data={"csrf": csrf[1]})
         assert (await browser.get("/queues")).status_code == 303
+
+
+async def test_http_calls_act_within_the_tokens_namespace(
+    api: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    team = {"authorization": f"Bearer {make_token('team-a', 'admin', namespace='team-a')}"}
+    other = {"authorization": f"Bearer {make_token('team-b', 'admin', namespace='team-b')}"}
+    created = await api.post("/v1/jobs", json={"queue": "q", "task_type": "t"}, headers=team)
+    assert created.status_code == 200, created.text
+    job_id = created.json()["job_id"]
+
+    own = await api.get(f"/v1/jobs/{job_id}", headers=team)
+    assert own.status_code == 200 and own.json()["queue"] == "q"
+    foreign = await api.get(f"/v1/jobs/{job_id}", headers=other)
+    assert foreign.status_code == 404
+    listed = await api.get("/v1/jobs", params={"queue": "q"}, headers=other)
+    assert listed.status_code == 200 and not listed.json().get("jobs")

@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +231,18 @@ class Gate:
         return nullcontext()
 
 
+@contextmanager
+def acting_as(principal: Principal) -> Iterator[None]:
+    """For one call: the servicer acts within the principal's namespace and queue globs
+    (api/caller.py). Every transport (gRPC, HTTP/JSON) enters it, so none can act in the
+    default namespace by forgetting to."""
+    scope = CALLER_SCOPE.set(Scope(principal.namespace, principal.queues))
+    try:
+        yield
+    finally:
+        CALLER_SCOPE.reset(scope)
+
+
 @dataclass(frozen=True)
 class AuthSettings:
     # Whether the gRPC health service needs a token too (default: open, for probes).
@@ -306,9 +318,8 @@ class AuthInterceptor(_Interceptor):
                 gate.authorize(principal, method, decoded)
             except PermissionDenied as refused:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
-            scope = CALLER_SCOPE.set(Scope(principal.namespace, principal.queues))
             try:
-                with gate.admit(principal, method, decoded):
+                with gate.admit(principal, method, decoded), acting_as(principal):
                     return await behavior(request, context)
             except Exhausted as exhausted:
                 await context.abort(
@@ -316,8 +327,6 @@ class AuthInterceptor(_Interceptor):
                     str(exhausted),
                     trailing_metadata=retry_trailers(str(exhausted), exhausted.retry_after),
                 )
-            finally:
-                CALLER_SCOPE.reset(scope)
 
         return handler._replace(unary_unary=unary_unary)  # type: ignore[attr-defined,no-any-return]
 

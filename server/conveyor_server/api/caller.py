@@ -1,7 +1,8 @@
 """Whose call this is: the Scope (core/namespaces.py) the auth interceptor found for the
 caller's token, for the servicer to act within. A context variable, because the interceptor
-and the handler run in the same task; without --auth (and on the HTTP API, which has no
-tokens yet) nobody sets it, and every call acts in the namespace "default" with every queue."""
+and the handler run in the same task; both transports set it through api/auth.acting_as.
+Without --auth nobody sets it, and every call acts in the namespace "default" with every
+queue."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import structlog
 from conveyor.v1 import coordinator_pb2 as pb
 from google.protobuf.message import Message
 
-from conveyor_server.api.auth import Gate, TokenStoreUnavailable
+from conveyor_server.api.auth import Gate, TokenStoreUnavailable, acting_as
 from conveyor_server.api.http import routes, transcode
 from conveyor_server.api.http.openapi import openapi_document
 from conveyor_server.api.limits import Exhausted
@@ -163,9 +163,10 @@ class HttpApi:
                 self._authorize(principal, route.rpc, None)
             raise _Aborted(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         slot: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        acting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if principal is not None:
-            slot = self._authorize(principal, rpc, request)
-        with slot:
+            slot, acting = self._authorize(principal, rpc, request), acting_as(principal)
+        with slot, acting:
             reply = await _unless_disconnected(
                 getattr(self._servicer, rpc)(request, _Context()), receive
             )
