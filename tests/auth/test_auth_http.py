@@ -145,6 +145,29 @@ async def test_metrics_need_a_token_of_any_role(
         assert scraped.status_code == 200 and "conveyor_" in scraped.text
 
 
+async def test_metrics_refuse_a_token_of_another_namespace(
+    auth_coordinator: Coordinator, make_token: MakeToken
+) -> None:
+    base = f"http://{auth_coordinator.http_addresses()['metrics']}"
+    token = make_token("team-scraper", "admin", namespace="team-a")
+    async with httpx.AsyncClient(base_url=base) as client:
+        refused = await client.get("/metrics", headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 403 and "namespace" in refused.text
+
+
+async def test_the_dashboard_refuses_admins_of_another_namespace_or_of_some_queues(
+    auth_coordinator: Coordinator, make_token: MakeToken
+) -> None:
+    base = f"http://{auth_coordinator.http_addresses()['dashboard']}"
+    team_admin = make_token("team-admin", "admin", namespace="team-a")
+    queue_admin = make_token("mail-admin", "admin", queues=["mail*"])
+    async with httpx.AsyncClient(base_url=base) as client:
+        for token in (team_admin, queue_admin):
+            reply = await client.get("/queues", headers={"authorization": f"Bearer {token}"})
+            assert reply.status_code == 403, reply.text
+            assert token not in reply.text
+
+
 async def test_the_dashboard_needs_an_admin_token_by_header_or_login(
     auth_coordinator: Coordinator, make_token: MakeToken
 ) -> None:

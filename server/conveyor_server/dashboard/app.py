@@ -147,7 +147,7 @@ def dashboard_app(
         if not headers:
             token = sessions.token(request.cookies.get(SESSION_COOKIE))
             headers = [f"Bearer {token}"] if token else []
-        return await authenticate(gate, headers, ADMIN_ONLY)
+        return await authenticate(gate, headers, ADMIN_ONLY, every_queue=True)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
@@ -198,7 +198,7 @@ def dashboard_app(
         form = await request.form()
         token = form.get("token")
         value = token.strip() if isinstance(token, str) else ""
-        found = await authenticate(gate, [f"Bearer {value}"], ADMIN_ONLY)
+        found = await authenticate(gate, [f"Bearer {value}"], ADMIN_ONLY, every_queue=True)
         if isinstance(found, Refusal):
             return page(request, "login.html", found.status, message=found.message)
         response = back("/queues")

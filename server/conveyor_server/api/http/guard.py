@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor_server.api.auth import Gate, TokenStoreUnavailable
-from conveyor_server.core.auth import Principal, Role, Unauthenticated
+from conveyor_server.core.auth import DEFAULT_NAMESPACE, Principal, Role, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,17 @@ class Refusal:
 
 
 async def authenticate(
-    gate: Gate, authorization: list[str], roles: frozenset[Role] | None
+    gate: Gate,
+    authorization: list[str],
+    roles: frozenset[Role] | None,
+    *,
+    every_queue: bool = False,
 ) -> Principal | Refusal:
     """The principal of the one bearer token given, if it holds one of `roles` (None: any);
-    else why not, as an HTTP status (401, 403, 503) and a message."""
+    else why not, as an HTTP status (401, 403, 503) and a message. These endpoints are
+    operator views of every namespace, so the token must be of the namespace `default`
+    (a team's token would otherwise read other teams' queues); with `every_queue`, it must
+    also be unrestricted by --queues."""
     try:
         principal = await gate.principal([("authorization", value) for value in authorization])
     except Unauthenticated as refused:
@@ -35,6 +42,10 @@ async def authenticate(
     if roles is not None and not roles & principal.roles:
         wanted = ", ".join(sorted(r.value for r in roles))
         return Refusal(403, f"this endpoint needs a token with the role {wanted}")
+    if principal.namespace != DEFAULT_NAMESPACE:
+        return Refusal(403, "this endpoint shows every namespace: it needs a token of `default`")
+    if every_queue and principal.queues:
+        return Refusal(403, "this endpoint shows every queue: it needs a token without --queues")
     return principal
 
 
