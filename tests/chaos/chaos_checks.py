@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 EXPIRY_MARGIN = 0.5
 SUCCEEDED = 4  # JobState.SUCCEEDED in the jobs table
 FINISHED = (4, 5, 6)
-MICROS = 1_000_000
+MICROS: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import sqlalchemy as sa
@@ -185,7 +185,7 @@ class Coordinator:
             await process.wait()
 
 
-class _WireObserver(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _WireObserver(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     """Writes what one worker leased and reported, and the answers, into the WireLog."""
 
     def __init__(self, log: WireLog, worker: str) -> None:
@@ -289,7 +289,7 @@ class ObservedWorker(Worker):
         channel = grpc.aio.insecure_channel(
             self.address,
             options=channel_options(self._channel_options),
-            interceptors=[self._observer],
+            interceptors=[cast(Any, self._observer)],
         )
         async with channel:
             await self._work(rpc.CoordinatorServiceStub(channel), install_signal_handlers)
