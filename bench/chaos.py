@@ -1,7 +1,7 @@
 """The multi-coordinator chaos run (issue 9, item 5) at full size:
 
     python bench/chaos.py --jobs 20000                 # 3 coordinators, one SIGKILL mid-run
-    python bench/chaos.py --jobs 20000 --kill-every 10 # a SIGKILL every 10 s while enqueuing
+    python bench/chaos.py --jobs 20000 --kill-every 10 # a SIGKILL every 10 s till all done
 
 N `conveyor serve` processes on one fresh PostgreSQL database (--pg-url's server; dropped
 after), Python SDK workers spread over them, a 1-second cron schedule throughout. It checks
@@ -39,7 +39,7 @@ def main() -> int:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="SIGKILL a coordinator (round robin) this often while enqueuing "
+        help="SIGKILL a coordinator (round robin) this often until the jobs are done "
         "(default: once, the cron leader, at 30%% of the enqueues)",
     )
     parser.add_argument("--pg-url", default=PG_ADMIN_URL, help="the PostgreSQL server to use")

@@ -7,7 +7,7 @@ lease it got, and every heartbeat and receipt it sent with the coordinator's ans
 append-only WireLog. Producers enqueue the jobs in batches through all coordinators, each job
 with an idempotency key, and remember which enqueues were acknowledged. A 1-second cron
 schedule (misfire policy CATCH_UP, overlap allowed) runs throughout. Mid-run one coordinator
-is SIGKILLed (with `kill_every`, one every that many seconds while jobs are being enqueued)
+is SIGKILLed (with `kill_every`, one every that many seconds until every job has finished)
 and started again on the same port.
 
 When every job has finished and the schedule has fired for every second up to then, the
@@ -67,8 +67,9 @@ class ChaosConfig:
     workers_per_coordinator: int = 2
     concurrency: int = 20  # per worker
     batch_size: int = 100  # jobs per EnqueueBatch
-    # One SIGKILL once this fraction of the jobs is acknowledged; or, with kill_every, one
-    # every that many seconds while producers run (round robin over the coordinators).
+    # One SIGKILL (of the cron leader) once this fraction of the jobs is acknowledged; or,
+    # with kill_every, one every that many seconds until every job has finished (round robin
+    # over the coordinators).
     kill_at_fraction: float = 0.3
     kill_every: float | None = None
     lease_seconds: float = 4.0
@@ -470,10 +471,10 @@ class ChaosRun:
             await self._kill_and_restart(await self._cron_leader())
             return
         turn = 0
-        while not self.producers_done.is_set():
+        while not self.drained.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.producers_done.wait(), self.config.kill_every)
-            if not self.producers_done.is_set():
+                await asyncio.wait_for(self.drained.wait(), self.config.kill_every)
+            if not self.drained.is_set():
                 await self._kill_and_restart(self.coordinators[turn % len(self.coordinators)])
                 turn += 1
 
