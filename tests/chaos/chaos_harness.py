@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from traceback import format_exception
 from typing import Any, cast
 
 import grpc
@@ -148,6 +149,8 @@ class Coordinator:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr,
         )
+        if stderr is not asyncio.subprocess.DEVNULL:
+            stderr.close()  # the process has its own copy
         await self._wait_until_serving()
 
     async def _wait_until_serving(self) -> None:
@@ -211,6 +214,8 @@ class _WireObserver(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-
         return call
 
     def _failed(self, name: str, request: Any, sent: float, code: grpc.StatusCode) -> None:
+        if name == "Lease":
+            return  # no lease was seen
         kind, items = _items(name, request)
         for item in items:
             self._log.reports.append(
@@ -309,6 +314,8 @@ class ChaosRun:
         self.clients: list[Client] = []
         self.producers_done = asyncio.Event()
         self.drained = asyncio.Event()
+        self.failures: list[str] = []
+        self.ending = False  # set when the workers are told to stop
         # Set once kill_at_fraction of the jobs are acknowledged (or the producers are done).
         self.kill_due = asyncio.Event()
 
@@ -335,6 +342,8 @@ class ChaosRun:
 
     async def _until(self, ready: Callable[[], Any], what: str, deadline: float) -> None:
         while not await ready():
+            if self.failures:
+                raise RuntimeError("chaos run: " + "; ".join(self.failures))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"chaos run: gave up waiting until {what}")
             await asyncio.sleep(0.5)
@@ -344,14 +353,14 @@ class ChaosRun:
     async def run(self) -> ChaosReport:
         started = time.monotonic()
         deadline = started + self.config.deadline
-        # Migrated here, once: coordinators starting together on an empty database would
-        # each run the migrations.
-        await asyncio.to_thread(self._migrate)
-        await asyncio.gather(*(c.start() for c in self.coordinators))
-        self.say(f"{len(self.coordinators)} coordinators serving")
         workers: list[ObservedWorker] = []
-        worker_tasks: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[None]] = []
         try:
+            # Migrated here, once: coordinators starting together on an empty database would
+            # each run the migrations.
+            await asyncio.to_thread(self._migrate)
+            await asyncio.gather(*(c.start() for c in self.coordinators))
+            self.say(f"{len(self.coordinators)} coordinators serving")
             self.clients = [
                 Client(c.address, channel_options=_RECONNECT) for c in self.coordinators
             ]
@@ -360,8 +369,11 @@ class ChaosRun:
                 for _ in range(self.config.workers_per_coordinator):
                     worker = self._worker(coordinator.address)
                     workers.append(worker)
-                    worker_tasks.append(asyncio.create_task(worker.run()))
+                    task = asyncio.create_task(worker.run())
+                    task.add_done_callback(self._worker_ended)
+                    tasks.append(task)
             chaos = asyncio.create_task(self._chaos())
+            tasks.append(chaos)
             await self._produce()
             self.producers_done.set()
             self.kill_due.set()
@@ -373,14 +385,16 @@ class ChaosRun:
             await chaos
             covered_until = await self._stop_schedule(deadline)
             await self._until(
-                lambda: self._no_unfinished(CRON_QUEUE),
-                "every cron job has finished",
-                deadline,
+                lambda: self._no_unfinished(CRON_QUEUE), "every cron job has finished", deadline
             )
         finally:
+            self.ending = True
             for worker in workers:
                 worker.stop()
-            await asyncio.gather(*worker_tasks, return_exceptions=True)
+            if not self.drained.is_set():  # a failed run: no more kills
+                for task in tasks[len(workers) :]:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for client in self.clients:
                 await client.close()
             await asyncio.gather(*(c.stop() for c in self.coordinators))
@@ -388,6 +402,15 @@ class ChaosRun:
         self.report.seconds = time.monotonic() - started
         self.engine.dispose()
         return self.report
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        """A worker must run until the end: one that stops early is a failure of the run."""
+        if self.ending:
+            return
+        error = None if task.cancelled() else task.exception()
+        self.failures.append(f"a worker stopped early ({error!r})")
+        traceback = "".join(format_exception(error)) if error is not None else ""
+        self.say(f"a worker stopped early: {traceback or 'cancelled'}")
 
     async def _no_unfinished(self, queue: str) -> bool:
         return await self._unfinished(queue) == 0
@@ -548,6 +571,7 @@ class ChaosRun:
         report.reruns = report.leases - len(jobs)
         report.fires = len(fires)
         violations = report.violations
+        violations += self.failures
         violations += nothing_lost(self.acknowledged, by_id)
         violations += one_success_each(self.log, jobs)
         violations += double_leases(self.log)
