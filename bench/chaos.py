@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -47,6 +48,8 @@ def main() -> int:
     # The workers' warnings (receipts refused after a lease expired during the kill, ...) are
     # the chaos working as meant; errors still show.
     logging.getLogger("conveyor").setLevel(logging.ERROR)
+    # SIGTERM unwinds like Ctrl-C, so that the coordinators started are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     log_dir = Path(tempfile.mkdtemp(prefix="conveyor-chaos-"))
     config = ChaosConfig(
         jobs=args.jobs,

@@ -46,7 +46,6 @@ from conveyor import Client, JobContext, JobSpec, MisfirePolicy, RetryPolicy, Wo
 from conveyor.client import channel_options
 from conveyor.errors import ConveyorError
 from conveyor.v1 import coordinator_pb2_grpc as rpc
-from conveyor_server.store.migrate import upgrade_to_head
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 QUEUE = "chaos"
@@ -328,11 +327,6 @@ class ChaosRun:
 
         return await asyncio.to_thread(read)
 
-    def _migrate(self) -> None:
-        with self.engine.connect() as conn:
-            upgrade_to_head(conn)
-            conn.commit()
-
     async def _unfinished(self, queue: str) -> int:
         count: int = await self._scalar(
             "SELECT count(*) FROM jobs WHERE queue = :queue AND state NOT IN (4, 5, 6)",
@@ -356,9 +350,7 @@ class ChaosRun:
         workers: list[ObservedWorker] = []
         tasks: list[asyncio.Task[None]] = []
         try:
-            # Migrated here, once: coordinators starting together on an empty database would
-            # each run the migrations.
-            await asyncio.to_thread(self._migrate)
+            # All at once on the empty database: they migrate it one after the other.
             await asyncio.gather(*(c.start() for c in self.coordinators))
             self.say(f"{len(self.coordinators)} coordinators serving")
             self.clients = [

@@ -21,6 +21,7 @@ async def test_chaos_with_three_coordinators_one_sigkilled_and_a_cron_schedule(
 ) -> None:
     config = ChaosConfig(jobs=3000, coordinators=3, deadline=GUARD_SECONDS, log_dir=tmp_path)
     report = await run_chaos(config, postgres.create_database())
+    print(report.summary())
     assert report.violations == [], "\n".join([report.summary(), *report.violations[:30]])
     assert report.acknowledged == config.jobs == report.jobs_in_db
     assert len(report.kills) == 1
