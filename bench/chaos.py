@@ -43,6 +43,9 @@ def main() -> int:
         help="SIGKILL a coordinator (round robin) this often until the jobs are done "
         "(default: once, the cron leader, at 30%% of the enqueues)",
     )
+    parser.add_argument(
+        "--lease-seconds", type=float, default=4.0, help="every job's lease duration"
+    )
     parser.add_argument("--pg-url", default=PG_ADMIN_URL, help="the PostgreSQL server to use")
     args = parser.parse_args()
     # The workers' warnings (receipts refused after a lease expired during the kill, ...) are
@@ -57,6 +60,7 @@ def main() -> int:
         workers_per_coordinator=args.workers_per_coordinator,
         concurrency=args.concurrency,
         kill_every=args.kill_every,
+        lease_seconds=args.lease_seconds,
         log_dir=log_dir,
     )
     server = PostgresServer(args.pg_url)
