@@ -73,9 +73,10 @@ class ChaosConfig:
     kill_at_fraction: float = 0.3
     kill_every: float | None = None
     lease_seconds: float = 4.0
-    # Every n-th job runs this long, so that some jobs are heartbeated across the kill.
+    # Every n-th job runs this long (past its first heartbeat, at a third of the lease), so
+    # that some leases are extended, and some across the kill.
     slow_every: int = 50
-    slow_seconds: float = 1.0
+    slow_seconds: float = 2.0
     db_pool_size: int = 3
     deadline: float = 900.0  # a guard against hanging, not a timed assertion
     log_dir: Path | None = None  # coordinators' stderr, one file per start
@@ -89,6 +90,7 @@ class ChaosReport:
     jobs_in_db: int = 0
     leases: int = 0
     reruns: int = 0  # leases beyond one per job: lost replies, expired leases
+    heartbeats: int = 0  # accepted
     kills: list[str] = field(default_factory=list)
     fires: int = 0
     violations: list[str] = field(default_factory=list)
@@ -97,7 +99,8 @@ class ChaosReport:
         return (
             f"{self.acknowledged} of {self.config.jobs} enqueues acknowledged, "
             f"{self.jobs_in_db} jobs in the database, {self.leases} leases "
-            f"({self.reruns} reruns), {len(self.kills)} SIGKILLs ({'; '.join(self.kills)}), "
+            f"({self.reruns} reruns), {self.heartbeats} heartbeats accepted, "
+            f"{len(self.kills)} SIGKILLs ({'; '.join(self.kills)}), "
             f"{self.fires} cron fires, {len(self.violations)} violations, "
             f"{self.seconds:.1f} s"
         )
@@ -562,6 +565,7 @@ class ChaosRun:
         report.leases = len(self.log.leases)
         report.reruns = report.leases - len(jobs)
         report.fires = len(fires)
+        report.heartbeats = sum(r.kind == "heartbeat" and r.code == "OK" for r in self.log.reports)
         violations = report.violations
         violations += self.failures
         violations += nothing_lost(self.acknowledged, by_id)
