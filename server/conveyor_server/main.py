@@ -134,7 +134,7 @@ class Coordinator:
         queues = QueueService(store, clock, wakeups, limits_changed=limits_changed)
         pusher = Pusher(
             jobs,
-            queues.list,
+            queues.list_push,
             clock,
             PusherConfig(
                 worker_id=f"push:{socket.gethostname()}:{os.getpid()}",

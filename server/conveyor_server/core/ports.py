@@ -134,6 +134,11 @@ class Store(Protocol):
 
     async def list_queues(self, after: str | None, limit: int, now: Micros) -> list[Queue]: ...
 
+    async def list_push_queues(self, after: str | None, limit: int) -> list[QueueConfig]:
+        """The settings of the queues with a push target (paused ones too), by name, without
+        counting their jobs: what the pusher reads every few seconds."""
+        ...
+
     async def update_queue(
         self, name: str, change: Callable[[QueueConfig], QueueConfig], now: Micros
     ) -> Queue:

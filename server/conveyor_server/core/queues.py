@@ -3,6 +3,7 @@ when it hands out leases."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 
 from conveyor_server.core.clock import Clock
@@ -29,6 +30,10 @@ class QueueService:
 
     async def list(self, after: str | None, limit: int) -> list[Queue]:
         return await self._store.list_queues(after, limit, self._clock.now())
+
+    async def list_push(self, after: str | None, limit: int) -> builtins.list[QueueConfig]:
+        """The settings of the push queues only, with no job counts (cheap to poll)."""
+        return await self._store.list_push_queues(after, limit)
 
     async def update(self, name: str, change: Callable[[QueueConfig], QueueConfig]) -> Queue:
         queue = await self._store.update_queue(name, change, self._clock.now())

@@ -20,7 +20,13 @@ import structlog
 from conveyor_server.core import push
 from conveyor_server.core.clock import MICROS_PER_SECOND, Clock
 from conveyor_server.core.jobs import JobService
-from conveyor_server.core.model import HeartbeatParams, LeasedJob, Micros, Queue, ReceiptParams
+from conveyor_server.core.model import (
+    HeartbeatParams,
+    LeasedJob,
+    Micros,
+    QueueConfig,
+    ReceiptParams,
+)
 from conveyor_server.core.push import PushConfig, PushOutcome
 from conveyor_server.errors import ConveyorError
 
@@ -49,7 +55,9 @@ class PusherConfig:
     refresh_seconds: float = REFRESH_SECONDS
 
 
-ListQueues = Callable[[str | None, int], Awaitable[list[Queue]]]
+# The settings of the push queues only, a page at a time (no job counts: this is polled).
+ListPushQueues = Callable[[str | None, int], Awaitable[list[QueueConfig]]]
+_PAGE = 1000
 
 
 class _QueueLoop:
@@ -106,7 +114,7 @@ class Pusher:
     def __init__(
         self,
         jobs: JobService,
-        list_queues: ListQueues,
+        list_push_queues: ListPushQueues,
         clock: Clock,
         config: PusherConfig,
         *,
@@ -114,7 +122,7 @@ class Pusher:
     ) -> None:
         self.jobs = jobs
         self.config = config
-        self._list_queues = list_queues
+        self._list_push_queues = list_push_queues
         self._clock = clock
         # One client for every push: connections to a function are reused across requests.
         self._client = httpx.AsyncClient(
@@ -160,13 +168,13 @@ class Pusher:
         targets: dict[str, PushConfig] = {}
         after: str | None = None
         while True:
-            page = await self._list_queues(after, 1000)
+            page = await self._list_push_queues(after, _PAGE)
             for queue in page:
-                if queue.config.push is not None and not queue.config.paused:
-                    targets[queue.config.name] = queue.config.push
-            if len(page) < 1000:
+                if queue.push is not None and not queue.paused:
+                    targets[queue.name] = queue.push
+            if len(page) < _PAGE:
                 break
-            after = page[-1].config.name
+            after = page[-1].name
         for name, loop in list(self._loops.items()):
             if targets.get(name) != loop.target:
                 del self._loops[name]
