@@ -68,3 +68,34 @@ async def test_node_verify_signature_refuses_bad_and_old_signatures(
         "missing": False,
         "garbage": False,
     }
+
+
+async def test_a_node_worker_serves_pushed_and_pulled_jobs_with_one_set_of_handlers(
+    live_coordinator: Coordinator, live_stub: rpc.CoordinatorServiceStub, spawn_node: SpawnNode
+) -> None:
+    """pushHandler(worker): the Worker's own handlers, timeouts and version routing answer
+    pushes, while the same Worker pulls another queue."""
+    function = await spawn_node(str(PUSH_FUNCTION), "serve-worker", "k", live_coordinator.address)
+    port = (await function.event("ready"))["port"]
+    await set_push(live_stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
+
+    pushed = await enqueue(live_stub, "fn", b"ada")
+    pulled = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="pull", task_type="hello", payload=b"bob"))
+    )
+    versioned = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="fn", task_type="versioned", task_version="1.2.0"))
+    )
+    slow = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="fn", task_type="slow", max_attempts=1))
+    )
+
+    assert (await job_in_state(live_stub, pushed, pb.JOB_STATE_SUCCEEDED)).result == b"hello ada"
+    pulled_job = await job_in_state(live_stub, pulled.job_id, pb.JOB_STATE_SUCCEEDED)
+    assert pulled_job.result == b"hello bob"
+    assert pulled_job.attempts[0].worker_id == "node-push-and-pull"
+    routed = await job_in_state(live_stub, versioned.job_id, pb.JOB_STATE_SUCCEEDED)
+    assert routed.result == b"v1 handler"
+    timed_out = await job_in_state(live_stub, slow.job_id, pb.JOB_STATE_FAILED)
+    assert "HTTP 500" in timed_out.last_error.message
+    assert "HandlerTimeout" in timed_out.last_error.message

@@ -5,8 +5,8 @@
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
-import { JobContext } from './context.js';
-import { failureError, resultBytes } from './outcome.js';
+import { msOf } from './proto.js';
+import { Worker } from './worker.js';
 
 /** A signature older (or further ahead) than this is refused: a captured request cannot be replayed. */
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
@@ -51,17 +51,21 @@ export function verifySignature(secret, header, body, nowSeconds = Date.now() / 
 }
 
 /**
- * A plain `http` request handler running `handlers` (an object: task type -> handler, as
- * registered with worker.task) for pushed jobs: 401 for a bad or old signature, 200 with the
- * result, 422 for a non-retryable error, 503 (+ Retry-After) for Retry, 500 otherwise.
+ * A plain `http` request handler running pushed jobs: 401 for a bad or old signature, 200
+ * with the result, 422 for a non-retryable error, 503 (+ Retry-After) for Retry, 500
+ * otherwise. `handlers` is a Worker (so the handlers registered with worker.task(), message
+ * types, versions and timeouts included, serve pull and push alike) or a plain object:
+ * task type -> handler.
  *
+ *   http.createServer(pushHandler(worker, { secret })).listen(8080)
  *   http.createServer(pushHandler({ send_email: async (job) => ... }, { secret })).listen(8080)
  *
- * @param {Record<string, (job: JobContext) => unknown>} handlers
+ * @param {Worker | Record<string, import('./worker.js').Handler>} handlers
  * @param {{secret: string | null}} options null turns the signature check off
  * @returns {(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void}
  */
 export function pushHandler(handlers, { secret }) {
+  const worker = handlers instanceof Worker ? handlers : workerOf(handlers);
   return (req, res) => {
     readBody(req).then(
       async (body) => {
@@ -71,7 +75,7 @@ export function pushHandler(handlers, { secret }) {
         if (secret !== null && !verifySignature(secret, header, body)) {
           return reply(res, 401, 'bad or expired Conveyor-Signature');
         }
-        const [status, text, extra] = await run(handlers, req.headers, body);
+        const [status, text, extra] = replyOf(await worker.runPushed(leasedJob(req.headers, body)));
         return reply(res, status, text, extra);
       },
       () => reply(res, 400, 'could not read the request'),
@@ -80,42 +84,53 @@ export function pushHandler(handlers, { secret }) {
 }
 
 /**
- * @param {Record<string, (job: JobContext) => unknown>} handlers
+ * The old form, a map of handlers, as a Worker that is never run.
+ * @param {Record<string, import('./worker.js').Handler>} handlers
+ */
+function workerOf(handlers) {
+  const worker = new Worker({ queues: ['push'] });
+  for (const [taskType, handler] of Object.entries(handlers)) worker.task(taskType, handler);
+  return worker;
+}
+
+/**
+ * A LeasedJob from the push request.
  * @param {import('node:http').IncomingHttpHeaders} headers
  * @param {Buffer} body
- * @returns {Promise<[number, Buffer | string, Record<string, string>?]>}
  */
-async function run(handlers, headers, body) {
+function leasedJob(headers, body) {
   const header = (/** @type {string} */ name) => String(headers[name] ?? '');
-  const taskType = header('conveyor-task-type');
-  const handler = Object.hasOwn(handlers, taskType) ? handlers[taskType] : undefined;
-  if (typeof handler !== 'function') {
-    return [500, `no handler for task type ${JSON.stringify(taskType.slice(0, 100))}`];
-  }
-  const job = new JobContext({
+  return {
     jobId: header('conveyor-job-id'),
+    leaseToken: header('conveyor-lease-token'),
     queue: header('conveyor-queue'),
-    taskType,
+    taskType: header('conveyor-task-type'),
     taskVersion: header('conveyor-task-version'),
     payload: body,
     attempt: Number(header('conveyor-attempt')) || 1,
     maxAttempts: Number(header('conveyor-max-attempts')) || 1,
-    checkpoint: null,
-    parentJobId: null,
-  });
-  try {
-    return [200, resultBytes(await handler(job))];
-  } catch (error) {
-    const failure = failureError(error);
-    const afterMs = /** @type {any} */ (error)?.afterMs;
-    if (failure.type === 'Retry') {
-      /** @type {Record<string, string>} */
-      const extra = {};
-      if (afterMs !== undefined) extra['Retry-After'] = String(Math.ceil(afterMs / 1000));
-      return [503, failure.message, extra];
-    }
-    return [failure.nonRetryable ? 422 : 500, `${failure.type}: ${failure.message}`];
+  };
+}
+
+/**
+ * The HTTP reply the coordinator reads as this receipt.
+ * @param {import('./outcome.js').ReceiptRequest | null} receipt
+ * @returns {[number, Buffer | string, Record<string, string>?]}
+ */
+function replyOf(receipt) {
+  if (receipt === null || receipt.outcome === 'OUTCOME_RELEASE') {
+    return [503, 'the job was not run; try again'];
   }
+  if (receipt.outcome === 'OUTCOME_SUCCESS') return [200, receipt.result ?? Buffer.alloc(0)];
+  const error = receipt.error ?? { type: 'Error', message: 'failed', nonRetryable: false };
+  if (error.type === 'Retry') {
+    /** @type {Record<string, string>} */
+    const extra = {};
+    const afterMs = msOf(receipt.retryAfter);
+    if (afterMs !== null) extra['Retry-After'] = String(Math.ceil(afterMs / 1000));
+    return [503, error.message, extra];
+  }
+  return [error.nonRetryable ? 422 : 500, `${error.type}: ${error.message}`];
 }
 
 /** @param {import('node:http').IncomingMessage} req @returns {Promise<Buffer | null>} */
