@@ -2,7 +2,9 @@
 // through the SDK's pushHandler. Prints {"event":"ready","port":N}; with "verify", instead
 // prints what verifySignature says about fixed cases and exits. "serve" passes a map of
 // handlers; "serve-worker SECRET ADDRESS" passes a Worker, which also runs (pulling the
-// queue "pull" from ADDRESS) with the same handlers.
+// queue "pull" from ADDRESS) with the same handlers. "serve-background SECRET HTTP_URL" answers
+// 202 and posts receipts to the coordinator's HTTP API at HTTP_URL; it prints
+// {"event":"replied","status":N} for each reply.
 import http from 'node:http';
 
 import {
@@ -51,12 +53,26 @@ if (mode === 'serve-worker') {
   worker.task('versioned', () => 'v2 handler', { version: '2.0.0' });
   worker.run();
 }
-const server = http.createServer(pushHandler(worker ?? handlers, { secret }));
+const options =
+  mode === 'serve-background' ? { secret, background: true, coordinatorUrl: address } : { secret };
+if (mode === 'serve-background') {
+  worker = new Worker({ queues: ['unused'] }); // never run: its handlers serve the pushes
+  worker.task('hello', handlers.hello);
+  worker.task('flaky', (job) => {
+    if (job.attempt === 1) throw new Error('first attempt fails');
+    return 'second time';
+  });
+}
+const handle = pushHandler(worker ?? handlers, options);
+const server = http.createServer((req, res) => {
+  res.on('finish', () => console.log(JSON.stringify({ event: 'replied', status: res.statusCode })));
+  handle(req, res);
+});
 server.listen(0, '127.0.0.1', () => {
   const address = /** @type {import('node:net').AddressInfo} */ (server.address());
   console.log(JSON.stringify({ event: 'ready', port: address.port }));
 });
 process.on('SIGTERM', () => {
   worker?.stop();
-  server.close(() => process.exit(0));
+  handle.close(1000).then(() => server.close(() => process.exit(0)));
 });

@@ -5,7 +5,10 @@
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
+import { JobContext } from './context.js';
 import { msOf } from './proto.js';
+import { BackgroundRunner, parseDeadline } from './push_background.js';
+import { RunningJob } from './running.js';
 import { Worker } from './worker.js';
 
 /** A signature older (or further ahead) than this is refused: a captured request cannot be replayed. */
@@ -60,13 +63,26 @@ export function verifySignature(secret, header, body, nowSeconds = Date.now() / 
  *   http.createServer(pushHandler(worker, { secret })).listen(8080)
  *   http.createServer(pushHandler({ send_email: async (job) => ... }, { secret })).listen(8080)
  *
+ * `background` (true, or the task types it applies to) answers 202 Accepted at once and runs
+ * the handler on, heartbeating the lease and posting the receipt over the coordinator's
+ * HTTP/JSON API at `coordinatorUrl` (its --http-listen address), with `coordinatorHeaders`
+ * on each call. The returned handler's `close(graceMs)` lets background jobs finish, then
+ * hands the rest back; `background` holds their counters (receiptsSent, receiptsRefused).
+ *
  * @param {Worker | Record<string, import('./worker.js').Handler>} handlers
- * @param {{secret: string | null}} options null turns the signature check off
- * @returns {(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void}
+ * @param {PushOptions} options
+ * @returns {PushRequestHandler}
  */
-export function pushHandler(handlers, { secret }) {
+export function pushHandler(handlers, options) {
+  const { secret } = options;
   const worker = handlers instanceof Worker ? handlers : workerOf(handlers);
-  return (req, res) => {
+  const runner = backgroundRunner(worker, options);
+  const { background } = options;
+  const accepts = (/** @type {string} */ taskType) =>
+    runner !== null &&
+    (background === true || (Array.isArray(background) && background.includes(taskType)));
+  /** @type {PushRequestHandler} */
+  const handle = (req, res) => {
     readBody(req).then(
       async (body) => {
         if (req.method !== 'POST') return reply(res, 405, 'push requests are POSTs');
@@ -75,12 +91,70 @@ export function pushHandler(handlers, { secret }) {
         if (secret !== null && !verifySignature(secret, header, body)) {
           return reply(res, 401, 'bad or expired Conveyor-Signature');
         }
-        const [status, text, extra] = replyOf(await worker.runPushed(leasedJob(req.headers, body)));
+        const running = runningJob(leasedJob(req.headers, body));
+        if (runner !== null && accepts(running.job.taskType)) {
+          runner.accept(running, parseDeadline(String(req.headers['conveyor-deadline'] ?? '')));
+          return reply(res, 202, 'accepted; the receipt follows');
+        }
+        const [status, text, extra] = replyOf(await worker.runPushed(running));
         return reply(res, status, text, extra);
       },
       () => reply(res, 400, 'could not read the request'),
     );
   };
+  handle.background = runner;
+  handle.close = async (graceMs = worker.config.shutdownGraceMs) => runner?.close(graceMs);
+  return handle;
+}
+
+/**
+ * @typedef {object} PushOptions
+ * @property {string | null} secret null turns the signature check off
+ * @property {boolean | string[]} [background] 202 now, receipt later (all or these task types)
+ * @property {string} [coordinatorUrl] the coordinator's HTTP API, for background jobs
+ * @property {Record<string, string>} [coordinatorHeaders] sent with each call to it
+ *
+ * @typedef {((req: import('node:http').IncomingMessage,
+ *   res: import('node:http').ServerResponse) => void) & {
+ *   background: BackgroundRunner | null, close: (graceMs?: number) => Promise<void>}}
+ *   PushRequestHandler
+ */
+
+/**
+ * @param {Worker} worker
+ * @param {PushOptions} options
+ */
+function backgroundRunner(worker, { background = false, coordinatorUrl, coordinatorHeaders }) {
+  if (background === false || (Array.isArray(background) && background.length === 0)) {
+    return null;
+  }
+  if (!coordinatorUrl || !/^https?:\/\//.test(coordinatorUrl)) {
+    throw new TypeError(
+      'background posts receipts over the coordinator\'s HTTP API: pass coordinatorUrl, ' +
+        'its --http-listen address as an http(s) URL (e.g. http://conveyor:8081)',
+    );
+  }
+  return new BackgroundRunner(worker, coordinatorUrl, coordinatorHeaders ?? {});
+}
+
+/**
+ * A pushed job as the worker's record of a running one (no heartbeat interval: background
+ * heartbeats go by the deadline).
+ * @param {any} job
+ */
+function runningJob(job) {
+  const context = new JobContext({
+    jobId: job.jobId,
+    queue: job.queue,
+    taskType: job.taskType,
+    taskVersion: job.taskVersion,
+    payload: job.payload,
+    attempt: job.attempt,
+    maxAttempts: job.maxAttempts,
+    checkpoint: null,
+    parentJobId: null,
+  });
+  return new RunningJob(job, context, 0, performance.now());
 }
 
 /**

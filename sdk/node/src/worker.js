@@ -382,24 +382,13 @@ export class Worker {
 
   /**
    * Runs one pushed job with the registered handlers (pushHandler's way in), exactly as a
-   * leased one (decoding, timeouts, version routing): the receipt the worker would send.
-   * No heartbeats: the push request itself holds the lease.
-   * @param {any} job a LeasedJob built from the push request's headers and body
+   * leased one (decoding, timeouts, version routing): the receipt the worker would send, or
+   * null when none may be sent (the lease was lost). The caller heartbeats, if anyone does.
+   * @param {RunningJob} running made by pushHandler from the push request
    * @returns {Promise<ReceiptRequest | null>}
    */
-  async runPushed(job) {
-    const context = new JobContext({
-      jobId: job.jobId,
-      queue: job.queue,
-      taskType: job.taskType,
-      taskVersion: job.taskVersion,
-      payload: job.payload,
-      attempt: job.attempt,
-      maxAttempts: job.maxAttempts,
-      checkpoint: null,
-      parentJobId: null,
-    });
-    const outcome = await this.#runHandler(new RunningJob(job, context, 0, performance.now()));
+  async runPushed(running) {
+    const outcome = await this.#runHandler(running);
     if (outcome !== null && outcome.outcome !== 'OUTCOME_RELEASE') this.processed += 1;
     return outcome;
   }
