@@ -53,7 +53,8 @@ async def stub(http_coordinator: Coordinator) -> AsyncIterator[rpc.CoordinatorSe
 
 
 def long_worker(stub: rpc.CoordinatorServiceStub, gates: dict[str, asyncio.Event]) -> Worker:
-    worker = Worker("127.0.0.1:1", ["fn"])  # never run: its handlers serve the push app
+    # Never run: its handlers serve the push app. No grace: closing the app hands jobs back.
+    worker = Worker("127.0.0.1:1", ["fn"], shutdown_grace=0)
 
     @worker.task("gated")
     async def gated(job: JobContext) -> bytes:
@@ -153,6 +154,21 @@ async def test_a_failure_is_retried_by_the_jobs_policy(
     assert function.statuses == [202, 202]
 
 
+async def test_cancelling_a_background_job_stops_its_handler(
+    stub: rpc.CoordinatorServiceStub, function: Function
+) -> None:
+    """The next heartbeat's reply says the job was cancelled: the handler is cancelled and
+    the job ends CANCELLED, as with a pull worker."""
+    # A short lease, so that the first heartbeat comes soon (a third of it: 2 s).
+    await set_push(stub, "fn", function.url, secret=SECRET, timeout_seconds=1)
+    job_id = await enqueue(stub, "gated", lease_duration=Duration(seconds=1))
+    await wait_for(lambda: function.statuses == [202])
+    await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+    job = await job_in_state(stub, job_id, pb.JOB_STATE_CANCELLED, pb.JOB_STATE_SUCCEEDED)
+    assert job.state == pb.JOB_STATE_CANCELLED
+    assert not function.gates[job_id].is_set()  # the handler ran, and the cancel ended it
+
+
 async def test_a_receipt_after_the_lease_ended_is_refused(
     stub: rpc.CoordinatorServiceStub, function: Function
 ) -> None:
@@ -161,19 +177,7 @@ async def test_a_receipt_after_the_lease_ended_is_refused(
     fenced off and the new holder's stands."""
     job_id = await enqueue(stub, "gated", lease_duration=Duration(seconds=300))
     first = await lease(stub)
-    deadline = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
-    headers = {
-        "Conveyor-Job-Id": job_id,
-        "Conveyor-Lease-Token": first.lease_token,
-        "Conveyor-Deadline": deadline,
-        "Conveyor-Task-Type": "gated",
-        "Conveyor-Queue": "fn",
-        "Conveyor-Attempt": "1",
-        "Conveyor-Signature": sign(SECRET, int(time.time()), b"ada"),
-    }
-    async with httpx.AsyncClient() as client:
-        reply = await client.post(function.url, content=b"ada", headers=headers)
-    assert reply.status_code == 202
+    assert (await push_by_hand(function, first)).status_code == 202
     await stub.Receipt(receipt(first, pb.OUTCOME_RELEASE))
     second = await lease(stub)
     function.gates.setdefault(job_id, asyncio.Event()).set()
@@ -182,6 +186,38 @@ async def test_a_receipt_after_the_lease_ended_is_refused(
     job = await job_where(stub, job_id, lambda j: j.state == pb.JOB_STATE_SUCCEEDED)
     assert job.result == b"from the new holder"
     assert function.app.receipts_sent == 0
+
+
+async def test_closing_the_app_hands_its_running_jobs_back(
+    stub: rpc.CoordinatorServiceStub, function: Function
+) -> None:
+    """aclose() (the lifespan shutdown) stops what runs past the grace period and releases
+    it (no attempt used up); a push that comes after is refused as retryable."""
+    job_id = await enqueue(stub, "gated", max_attempts=1, lease_duration=Duration(seconds=300))
+    first = await lease(stub)
+    assert (await push_by_hand(function, first)).status_code == 202
+    await function.app.aclose()
+    await job_where(stub, job_id, lambda j: j.state == pb.JOB_STATE_AVAILABLE)
+    assert function.app.receipts_sent == 1
+    again = await lease(stub)
+    assert again.attempt == 1  # the released run did not count
+    assert (await push_by_hand(function, again)).status_code == 503
+
+
+async def push_by_hand(function: Function, job: pb.LeasedJob) -> httpx.Response:
+    """POSTs a job the test leased itself to the app, as the pusher would."""
+    deadline = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
+    headers = {
+        "Conveyor-Job-Id": job.job_id,
+        "Conveyor-Lease-Token": job.lease_token,
+        "Conveyor-Deadline": deadline,
+        "Conveyor-Task-Type": job.task_type,
+        "Conveyor-Queue": job.queue,
+        "Conveyor-Attempt": str(job.attempt),
+        "Conveyor-Signature": sign(SECRET, int(time.time()), job.payload),
+    }
+    async with httpx.AsyncClient() as client:
+        return await client.post(function.url, content=job.payload, headers=headers)
 
 
 async def lease(stub: rpc.CoordinatorServiceStub) -> pb.LeasedJob:

@@ -126,7 +126,8 @@ export class BackgroundRunner {
         if (running.stopReason === StopReason.LEASE_LOST) return;
         continue; // a transient failure: try again sooner, while the lease holds
       }
-      expiresAt = Date.parse(reply.lease_expires_at ?? reply.leaseExpiresAt);
+      const renewed = Date.parse(reply.lease_expires_at ?? reply.leaseExpiresAt);
+      if (Number.isFinite(renewed)) expiresAt = renewed;
       if ((reply.cancel_requested ?? reply.cancelRequested) && running.stopReason === null) {
         running.stop(StopReason.CANCEL_REQUESTED, 'the job was cancelled');
       }

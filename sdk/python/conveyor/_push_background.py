@@ -145,7 +145,8 @@ class BackgroundRunner:
                 if running.stop_reason is StopReason.LEASE_LOST:
                     return
                 continue  # a transient failure: try again sooner, while the lease holds
-            expires_at = reply.lease_expires_at.ToMicroseconds() / 1e6
+            if reply.HasField("lease_expires_at"):
+                expires_at = reply.lease_expires_at.ToMicroseconds() / 1e6
             if reply.cancel_requested and running.stop_reason is None:
                 task = self._worker._task_for(running.job)
                 # Async handlers are cancelled; sync ones see ctx.cancelled, as in a worker.

@@ -132,6 +132,10 @@ class PushApp:
             return
         job = _leased_job(headers, body)
         if self._background is not None and (self._accept is True or job.task_type in self._accept):
+            if self._closed:
+                # Retryable: another instance of the function may take it.
+                await _reply(send, 503, b"shutting down", [(b"retry-after", b"1")])
+                return
             self._background.accept(
                 _running_job(self._worker, job), parse_deadline(headers.get("conveyor-deadline"))
             )
