@@ -139,7 +139,7 @@ class Coordinator:
         queues = QueueService(store, clock, wakeups, limits_changed=limits_changed)
         pusher = Pusher(
             jobs,
-            queues.list,
+            queues.list_push,
             clock,
             PusherConfig(
                 worker_id=f"push:{socket.gethostname()}:{os.getpid()}",

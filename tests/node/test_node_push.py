@@ -3,6 +3,7 @@ function (real coordinator, real time), and verifySignature's verdicts."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,10 @@ import grpc
 import pytest
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor_server.config import ServerConfig
+from conveyor_server.core.clock import SystemClock
 from conveyor_server.main import Coordinator
+from google.protobuf.duration_pb2 import Duration
 from node_support import HERE, SpawnNode, require_node
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "push"))
@@ -68,3 +72,70 @@ async def test_node_verify_signature_refuses_bad_and_old_signatures(
         "missing": False,
         "garbage": False,
     }
+
+
+async def test_a_node_worker_serves_pushed_and_pulled_jobs_with_one_set_of_handlers(
+    live_coordinator: Coordinator, live_stub: rpc.CoordinatorServiceStub, spawn_node: SpawnNode
+) -> None:
+    """pushHandler(worker): the Worker's own handlers, timeouts and version routing answer
+    pushes, while the same Worker pulls another queue."""
+    function = await spawn_node(str(PUSH_FUNCTION), "serve-worker", "k", live_coordinator.address)
+    port = (await function.event("ready"))["port"]
+    await set_push(live_stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
+
+    pushed = await enqueue(live_stub, "fn", b"ada")
+    pulled = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="pull", task_type="hello", payload=b"bob"))
+    )
+    versioned = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="fn", task_type="versioned", task_version="1.2.0"))
+    )
+    slow = await live_stub.Enqueue(
+        pb.EnqueueRequest(job=pb.JobSpec(queue="fn", task_type="slow", max_attempts=1))
+    )
+
+    assert (await job_in_state(live_stub, pushed, pb.JOB_STATE_SUCCEEDED)).result == b"hello ada"
+    pulled_job = await job_in_state(live_stub, pulled.job_id, pb.JOB_STATE_SUCCEEDED)
+    assert pulled_job.result == b"hello bob"
+    assert pulled_job.attempts[0].worker_id == "node-push-and-pull"
+    routed = await job_in_state(live_stub, versioned.job_id, pb.JOB_STATE_SUCCEEDED)
+    assert routed.result == b"v1 handler"
+    timed_out = await job_in_state(live_stub, slow.job_id, pb.JOB_STATE_FAILED)
+    assert "HTTP 500" in timed_out.last_error.message
+    assert "HandlerTimeout" in timed_out.last_error.message
+
+
+@pytest.fixture
+async def http_coordinator(server_config: ServerConfig) -> AsyncIterator[Coordinator]:
+    config = dataclasses.replace(server_config, http_listen="127.0.0.1:0")
+    coord = await Coordinator.start(config, clock=SystemClock())
+    try:
+        yield coord
+    finally:
+        await coord.stop(grace=1.0)
+
+
+async def test_node_background_mode_answers_202_and_posts_the_receipt_over_http(
+    http_coordinator: Coordinator, spawn_node: SpawnNode
+) -> None:
+    """pushHandler(worker, {background: true, coordinatorUrl}): 202 at once, then the receipt
+    over the coordinator's HTTP API; a failure is retried by the job's policy."""
+    url = f"http://{http_coordinator.http_address}"
+    function = await spawn_node(str(PUSH_FUNCTION), "serve-background", "k", url)
+    port = (await function.event("ready"))["port"]
+    async with grpc.aio.insecure_channel(http_coordinator.address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        await set_push(stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
+        job_id = await enqueue(stub, "fn", b"ada")
+        assert (await function.event("replied"))["status"] == 202
+        job = await job_in_state(stub, job_id, pb.JOB_STATE_SUCCEEDED)
+        assert job.result == b"hello ada"
+
+        policy = pb.RetryPolicy(initial_backoff=Duration(nanos=10_000_000), jitter=0)
+        spec = pb.JobSpec(queue="fn", task_type="flaky", max_attempts=3, retry_policy=policy)
+        flaky = (await stub.Enqueue(pb.EnqueueRequest(job=spec))).job_id
+        done = await job_in_state(stub, flaky, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    assert done.state == pb.JOB_STATE_SUCCEEDED and done.result == b"second time"
+    assert [a.outcome for a in done.attempts] == [pb.OUTCOME_FAILURE, pb.OUTCOME_SUCCESS]
+    assert done.attempts[0].error.message == "first attempt fails"
+    assert [(await function.event("replied"))["status"] for _ in range(2)] == [202, 202]

@@ -6,7 +6,10 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 import { JobContext } from './context.js';
-import { failureError, resultBytes } from './outcome.js';
+import { msOf } from './proto.js';
+import { BackgroundRunner, parseDeadline } from './push_background.js';
+import { RunningJob } from './running.js';
+import { Worker } from './worker.js';
 
 /** A signature older (or further ahead) than this is refused: a captured request cannot be replayed. */
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
@@ -51,18 +54,35 @@ export function verifySignature(secret, header, body, nowSeconds = Date.now() / 
 }
 
 /**
- * A plain `http` request handler running `handlers` (an object: task type -> handler, as
- * registered with worker.task) for pushed jobs: 401 for a bad or old signature, 200 with the
- * result, 422 for a non-retryable error, 503 (+ Retry-After) for Retry, 500 otherwise.
+ * A plain `http` request handler running pushed jobs: 401 for a bad or old signature, 200
+ * with the result, 422 for a non-retryable error, 503 (+ Retry-After) for Retry, 500
+ * otherwise. `handlers` is a Worker (so the handlers registered with worker.task(), message
+ * types, versions and timeouts included, serve pull and push alike) or a plain object:
+ * task type -> handler.
  *
+ *   http.createServer(pushHandler(worker, { secret })).listen(8080)
  *   http.createServer(pushHandler({ send_email: async (job) => ... }, { secret })).listen(8080)
  *
- * @param {Record<string, (job: JobContext) => unknown>} handlers
- * @param {{secret: string | null}} options null turns the signature check off
- * @returns {(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void}
+ * `background` (true, or the task types it applies to) answers 202 Accepted at once and runs
+ * the handler on, heartbeating the lease and posting the receipt over the coordinator's
+ * HTTP/JSON API at `coordinatorUrl` (its --http-listen address), with `coordinatorHeaders`
+ * on each call. The returned handler's `close(graceMs)` lets background jobs finish, then
+ * hands the rest back; `background` holds their counters (receiptsSent, receiptsRefused).
+ *
+ * @param {Worker | Record<string, import('./worker.js').Handler>} handlers
+ * @param {PushOptions} options
+ * @returns {PushRequestHandler}
  */
-export function pushHandler(handlers, { secret }) {
-  return (req, res) => {
+export function pushHandler(handlers, options) {
+  const { secret } = options;
+  const worker = handlers instanceof Worker ? handlers : workerOf(handlers);
+  const runner = backgroundRunner(worker, options);
+  const { background } = options;
+  const accepts = (/** @type {string} */ taskType) =>
+    runner !== null &&
+    (background === true || (Array.isArray(background) && background.includes(taskType)));
+  /** @type {PushRequestHandler} */
+  const handle = (req, res) => {
     readBody(req).then(
       async (body) => {
         if (req.method !== 'POST') return reply(res, 405, 'push requests are POSTs');
@@ -71,51 +91,120 @@ export function pushHandler(handlers, { secret }) {
         if (secret !== null && !verifySignature(secret, header, body)) {
           return reply(res, 401, 'bad or expired Conveyor-Signature');
         }
-        const [status, text, extra] = await run(handlers, req.headers, body);
+        const running = runningJob(leasedJob(req.headers, body));
+        if (runner !== null && accepts(running.job.taskType)) {
+          runner.accept(running, parseDeadline(String(req.headers['conveyor-deadline'] ?? '')));
+          return reply(res, 202, 'accepted; the receipt follows');
+        }
+        const [status, text, extra] = replyOf(await worker.runPushed(running));
         return reply(res, status, text, extra);
       },
       () => reply(res, 400, 'could not read the request'),
     );
   };
+  handle.background = runner;
+  handle.close = async (graceMs = worker.config.shutdownGraceMs) => runner?.close(graceMs);
+  return handle;
 }
 
 /**
- * @param {Record<string, (job: JobContext) => unknown>} handlers
+ * @typedef {object} PushOptions
+ * @property {string | null} secret null turns the signature check off
+ * @property {boolean | string[]} [background] 202 now, receipt later (all or these task types)
+ * @property {string} [coordinatorUrl] the coordinator's HTTP API, for background jobs
+ * @property {Record<string, string>} [coordinatorHeaders] sent with each call to it
+ *
+ * @typedef {((req: import('node:http').IncomingMessage,
+ *   res: import('node:http').ServerResponse) => void) & {
+ *   background: BackgroundRunner | null, close: (graceMs?: number) => Promise<void>}}
+ *   PushRequestHandler
+ */
+
+/**
+ * @param {Worker} worker
+ * @param {PushOptions} options
+ */
+function backgroundRunner(worker, { background = false, coordinatorUrl, coordinatorHeaders }) {
+  if (background === false || (Array.isArray(background) && background.length === 0)) {
+    return null;
+  }
+  if (!coordinatorUrl || !/^https?:\/\//.test(coordinatorUrl)) {
+    throw new TypeError(
+      'background posts receipts over the coordinator\'s HTTP API: pass coordinatorUrl, ' +
+        'its --http-listen address as an http(s) URL (e.g. http://conveyor:8081)',
+    );
+  }
+  return new BackgroundRunner(worker, coordinatorUrl, coordinatorHeaders ?? {});
+}
+
+/**
+ * A pushed job as the worker's record of a running one (no heartbeat interval: background
+ * heartbeats go by the deadline).
+ * @param {any} job
+ */
+function runningJob(job) {
+  const context = new JobContext({
+    jobId: job.jobId,
+    queue: job.queue,
+    taskType: job.taskType,
+    taskVersion: job.taskVersion,
+    payload: job.payload,
+    attempt: job.attempt,
+    maxAttempts: job.maxAttempts,
+    checkpoint: null,
+    parentJobId: null,
+  });
+  return new RunningJob(job, context, 0, performance.now());
+}
+
+/**
+ * The old form, a map of handlers, as a Worker that is never run.
+ * @param {Record<string, import('./worker.js').Handler>} handlers
+ */
+function workerOf(handlers) {
+  const worker = new Worker({ queues: ['push'] });
+  for (const [taskType, handler] of Object.entries(handlers)) worker.task(taskType, handler);
+  return worker;
+}
+
+/**
+ * A LeasedJob from the push request.
  * @param {import('node:http').IncomingHttpHeaders} headers
  * @param {Buffer} body
- * @returns {Promise<[number, Buffer | string, Record<string, string>?]>}
  */
-async function run(handlers, headers, body) {
+function leasedJob(headers, body) {
   const header = (/** @type {string} */ name) => String(headers[name] ?? '');
-  const taskType = header('conveyor-task-type');
-  const handler = Object.hasOwn(handlers, taskType) ? handlers[taskType] : undefined;
-  if (typeof handler !== 'function') {
-    return [500, `no handler for task type ${JSON.stringify(taskType.slice(0, 100))}`];
-  }
-  const job = new JobContext({
+  return {
     jobId: header('conveyor-job-id'),
+    leaseToken: header('conveyor-lease-token'),
     queue: header('conveyor-queue'),
-    taskType,
+    taskType: header('conveyor-task-type'),
     taskVersion: header('conveyor-task-version'),
     payload: body,
     attempt: Number(header('conveyor-attempt')) || 1,
     maxAttempts: Number(header('conveyor-max-attempts')) || 1,
-    checkpoint: null,
-    parentJobId: null,
-  });
-  try {
-    return [200, resultBytes(await handler(job))];
-  } catch (error) {
-    const failure = failureError(error);
-    const afterMs = /** @type {any} */ (error)?.afterMs;
-    if (failure.type === 'Retry') {
-      /** @type {Record<string, string>} */
-      const extra = {};
-      if (afterMs !== undefined) extra['Retry-After'] = String(Math.ceil(afterMs / 1000));
-      return [503, failure.message, extra];
-    }
-    return [failure.nonRetryable ? 422 : 500, `${failure.type}: ${failure.message}`];
+  };
+}
+
+/**
+ * The HTTP reply the coordinator reads as this receipt.
+ * @param {import('./outcome.js').ReceiptRequest | null} receipt
+ * @returns {[number, Buffer | string, Record<string, string>?]}
+ */
+function replyOf(receipt) {
+  if (receipt === null || receipt.outcome === 'OUTCOME_RELEASE') {
+    return [503, 'the job was not run; try again'];
   }
+  if (receipt.outcome === 'OUTCOME_SUCCESS') return [200, receipt.result ?? Buffer.alloc(0)];
+  const error = receipt.error ?? { type: 'Error', message: 'failed', nonRetryable: false };
+  if (error.type === 'Retry') {
+    /** @type {Record<string, string>} */
+    const extra = {};
+    const afterMs = msOf(receipt.retryAfter);
+    if (afterMs !== null) extra['Retry-After'] = String(Math.ceil(afterMs / 1000));
+    return [503, error.message, extra];
+  }
+  return [error.nonRetryable ? 422 : 500, `${error.type}: ${error.message}`];
 }
 
 /** @param {import('node:http').IncomingMessage} req @returns {Promise<Buffer | null>} */

@@ -380,6 +380,19 @@ export class Worker {
     running.done = this.#execute(running);
   }
 
+  /**
+   * Runs one pushed job with the registered handlers (pushHandler's way in), exactly as a
+   * leased one (decoding, timeouts, version routing): the receipt the worker would send, or
+   * null when none may be sent (the lease was lost). The caller heartbeats, if anyone does.
+   * @param {RunningJob} running made by pushHandler from the push request
+   * @returns {Promise<ReceiptRequest | null>}
+   */
+  async runPushed(running) {
+    const outcome = await this.#runHandler(running);
+    if (outcome !== null && outcome.outcome !== 'OUTCOME_RELEASE') this.processed += 1;
+    return outcome;
+  }
+
   // -- execute --------------------------------------------------------------------------------
 
   /**

@@ -11,6 +11,12 @@ The app checks the request's Conveyor-Signature (refusing a bad one, or one olde
 minutes, with 401), runs the handler named by Conveyor-Task-Type and answers as the
 coordinator expects: 200 with the result; 422 for a non-retryable failure (the job fails for
 good); 500 for a retryable one, or 503 with Retry-After for `Retry(after=...)`.
+
+For work longer than an HTTP request may stay open, `background=True` (or a list of task
+types) answers 202 Accepted at once and runs the handler on, heartbeating the lease and
+posting the receipt over the coordinator's HTTP/JSON API (`coordinator_url`):
+
+    app = asgi_app(worker, secret=..., background=True, coordinator_url="http://conveyor:8081")
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from conveyor import _outcome
+from conveyor._push_background import BackgroundRunner, parse_deadline
+from conveyor._running import RunningJob
 from conveyor.context import JobContext, Retry
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.worker import Worker
@@ -73,13 +81,39 @@ def verify_signature(
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
 
 
-def asgi_app(worker: Worker, *, secret: str | None) -> ASGIApp:
-    """An ASGI app running `worker`'s registered handlers for pushed jobs. `secret` None
-    turns the signature check off (only for a URL nothing else can reach)."""
+class PushApp:
+    """The ASGI app asgi_app() makes; call `aclose()` (or let the server's lifespan shutdown
+    do it) to finish background jobs and close the coordinator client."""
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, worker: Worker, secret: str | None, background: BackgroundRunner | None, accept: Any
+    ) -> None:
+        self._worker = worker
+        self._secret = secret
+        self._background = background
+        self._accept = accept  # True: every task type; else a frozenset of task types
+        self._closed = False
+
+    @property
+    def receipts_sent(self) -> int:
+        """Receipts of background jobs the coordinator took."""
+        return self._background.receipts_sent if self._background is not None else 0
+
+    @property
+    def receipts_refused(self) -> int:
+        """Receipts of background jobs refused because the lease had ended (fencing)."""
+        return self._background.receipts_refused if self._background is not None else 0
+
+    async def aclose(self) -> None:
+        """Lets background jobs finish for the worker's shutdown_grace, then hands the rest
+        back (RELEASE); idempotent."""
+        if self._background is not None and not self._closed:
+            self._closed = True
+            await self._background.close(self._worker.config.shutdown_grace)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, self.aclose)
             return
         if scope["type"] != "http":
             return
@@ -91,21 +125,61 @@ def asgi_app(worker: Worker, *, secret: str | None) -> ASGIApp:
             await _reply(send, 413, b"request body too large")
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if secret is not None and not verify_signature(
-            secret, headers.get("conveyor-signature"), body
+        if self._secret is not None and not verify_signature(
+            self._secret, headers.get("conveyor-signature"), body
         ):
             await _reply(send, 401, b"bad or expired Conveyor-Signature")
             return
-        status, extra, reply = await _run(worker, headers, body)
+        job = _leased_job(headers, body)
+        if self._background is not None and (self._accept is True or job.task_type in self._accept):
+            if self._closed:
+                # Retryable: another instance of the function may take it.
+                await _reply(send, 503, b"shutting down", [(b"retry-after", b"1")])
+                return
+            self._background.accept(
+                _running_job(self._worker, job), parse_deadline(headers.get("conveyor-deadline"))
+            )
+            await _reply(send, 202, b"accepted; the receipt follows")
+            return
+        status, extra, reply = await _run(self._worker, job)
         await _reply(send, status, reply, extra)
 
-    return app
+
+def asgi_app(
+    worker: Worker,
+    *,
+    secret: str | None,
+    background: bool | Iterable[str] = False,
+    coordinator_url: str | None = None,
+    coordinator_headers: Mapping[str, str] | None = None,
+) -> PushApp:
+    """An ASGI app running `worker`'s registered handlers for pushed jobs. `secret` None
+    turns the signature check off (only for a URL nothing else can reach).
+
+    `background` (True, or the task types it applies to) answers 202 Accepted at once and
+    runs the handler on in the background, heartbeating its lease and posting its receipt
+    over the coordinator's HTTP/JSON API at `coordinator_url` (the coordinator's
+    --http-listen address, say "http://conveyor:8081"), with `coordinator_headers` on each
+    call (an Authorization header for a proxy in front of it, say). For work longer than
+    an HTTP request may stay open; the process must keep running (and its CPU allocated)
+    after the reply."""
+    runner: BackgroundRunner | None = None
+    accept: Any = False
+    if background is not False:
+        if not coordinator_url:
+            raise ValueError(
+                "background=... posts receipts over the coordinator's HTTP API: pass "
+                "coordinator_url (its --http-listen address, e.g. http://conveyor:8081)"
+            )
+        if not coordinator_url.startswith(("http://", "https://")):
+            raise ValueError(f"coordinator_url must be an http(s) URL, not {coordinator_url!r}")
+        runner = BackgroundRunner(worker, coordinator_url, coordinator_headers or {})
+        accept = True if background is True else frozenset(background)
+    return PushApp(worker, secret, runner, accept)
 
 
-async def _run(
-    worker: Worker, headers: dict[str, str], body: bytes
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    job = pb.LeasedJob(
+def _leased_job(headers: dict[str, str], body: bytes) -> pb.LeasedJob:
+    return pb.LeasedJob(
         job_id=headers.get("conveyor-job-id", ""),
         lease_token=headers.get("conveyor-lease-token", ""),
         queue=headers.get("conveyor-queue", ""),
@@ -115,6 +189,24 @@ async def _run(
         attempt=_int(headers.get("conveyor-attempt"), 1),
         max_attempts=_int(headers.get("conveyor-max-attempts"), 1),
     )
+
+
+def _running_job(worker: Worker, job: pb.LeasedJob) -> RunningJob:
+    context = JobContext(
+        job_id=job.job_id,
+        queue=job.queue,
+        task_type=job.task_type,
+        task_version=job.task_version,
+        payload=job.payload,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+    )
+    # No fixed interval: the background runner times heartbeats by the lease's deadline.
+    return RunningJob(job, context, 0.0, time.monotonic())
+
+
+async def _run(worker: Worker, job: pb.LeasedJob) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = job.payload
     task = worker._task_for(job)
     if task is None:
         # Retryable, as for a pull worker: another deployment may have the handler.
@@ -168,11 +260,14 @@ async def _reply(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(
+    receive: Receive, send: Send, on_shutdown: Callable[[], Awaitable[None]]
+) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await on_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return

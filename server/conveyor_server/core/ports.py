@@ -138,6 +138,11 @@ class Store(Protocol):
         """`namespace`: only its queues (core/namespaces.py); None: every namespace's."""
         ...
 
+    async def list_push_queues(self, after: str | None, limit: int) -> list[QueueConfig]:
+        """The settings of the queues with a push target (paused ones too), by name, without
+        counting their jobs: what the pusher reads every few seconds."""
+        ...
+
     async def update_queue(
         self, name: str, change: Callable[[QueueConfig], QueueConfig], now: Micros
     ) -> Queue:

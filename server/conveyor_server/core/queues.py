@@ -3,6 +3,7 @@ when it hands out leases."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 
 from conveyor_server.core.clock import Clock
@@ -32,6 +33,10 @@ class QueueService:
     ) -> list[Queue]:
         """`namespace`: only that namespace's queues (None: all of them)."""
         return await self._store.list_queues(after, limit, self._clock.now(), namespace=namespace)
+
+    async def list_push(self, after: str | None, limit: int) -> builtins.list[QueueConfig]:
+        """The settings of the push queues only, with no job counts (cheap to poll)."""
+        return await self._store.list_push_queues(after, limit)
 
     async def update(self, name: str, change: Callable[[QueueConfig], QueueConfig]) -> Queue:
         queue = await self._store.update_queue(name, change, self._clock.now())

@@ -385,6 +385,21 @@ class SqlStore:
 
         return await self._read(run)
 
+    async def list_push_queues(self, after: str | None, limit: int) -> list[QueueConfig]:
+        query = (
+            sa.select(queues)
+            .where(queues.c.push_target.is_not(None))
+            .order_by(queues.c.name)
+            .limit(limit)
+        )
+        if after:
+            query = query.where(queues.c.name > after)
+
+        def run(conn: Connection) -> list[QueueConfig]:
+            return [queues_sql.queue_config(row) for row in conn.execute(query)]
+
+        return await self._read(run)
+
     async def update_queue(
         self, name: str, change: Callable[[QueueConfig], QueueConfig], now: Micros
     ) -> Queue:
