@@ -167,6 +167,17 @@ queues = sa.Table(
     sa.Column("push_target", sa.LargeBinary),
 )
 
+# How many jobs each queue holds per task type and state, kept exact by the transitions
+# themselves (store/counts.py): queue statistics cost the same at any queue depth.
+queue_counts = sa.Table(
+    "queue_counts",
+    metadata,
+    sa.Column("queue", sa.String(128), primary_key=True),
+    sa.Column("task_type", sa.String(128), primary_key=True),
+    sa.Column("state", sa.SmallInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 # One token bucket per (queue, throttle_key); a missing row is a full bucket.
 throttle_buckets = sa.Table(
     "throttle_buckets",

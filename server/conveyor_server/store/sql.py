@@ -54,7 +54,7 @@ from conveyor_server.core.rules import previous_run_blocks, retention_cutoff
 from conveyor_server.core.schedules import Schedule
 from conveyor_server.errors import ConveyorError, Unavailable
 from conveyor_server.store import contracts as contracts_sql
-from conveyor_server.store import dialects, jobs_sql
+from conveyor_server.store import counts, dialects, jobs_sql
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
 from conveyor_server.store.isolation import isolating, reason_of
@@ -164,6 +164,7 @@ class SqlStore:
         )
         await thread.run(_migrate)
         await thread.run(_repair_orphaned_queues)
+        await thread.run(_repair_queue_counts)
         self._writer.start()
 
     async def close(self) -> None:
@@ -252,6 +253,12 @@ class SqlStore:
             # flushes it too, as WAL keeps commits in order. Per transaction (SET LOCAL), so
             # it holds behind PgBouncer in transaction mode too.
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        counts.begin(conn)
+        self._apply_ops(conn, group)
+        # The job counts the group's transitions changed, in one statement (store/counts.py).
+        counts.flush(conn)
+
+    def _apply_ops(self, conn: Connection, group: list[WriteOp]) -> None:
         # Batches first, one by one, so that an all-or-none batch that fails and is undone can
         # never be what a single enqueue in the same group deduplicated against.
         singles: list[WriteOp] = []
@@ -636,7 +643,12 @@ class SqlStore:
             ids = [r.id for r in conn.execute(expired)]
             for chunk in chunks(ids):
                 conn.execute(sa.delete(job_attempts).where(job_attempts.c.job_id.in_(chunk)))
-                conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
+                gone = conn.execute(
+                    sa.delete(jobs)
+                    .where(jobs.c.id.in_(chunk))
+                    .returning(jobs.c.queue, jobs.c.task_type, jobs.c.state)
+                )
+                counts.removed_rows(conn, gone)
             deleted += len(ids)
         queues_sql.forget_full_buckets(conn, config, now)
         return deleted
@@ -709,3 +721,9 @@ def _repair_orphaned_queues(conn: Connection) -> None:
         repaired = queues_sql.ensure_rows_for_jobs(conn, time.time_ns() // 1000)
     if repaired:
         log.warning("store.queue_rows_repaired", queues=repaired[:20], count=len(repaired))
+
+
+def _repair_queue_counts(conn: Connection) -> None:
+    """Counts left wrong by changes made outside the store are rebuilt (store/counts.py)."""
+    with conn.begin():
+        counts.recount(conn)
