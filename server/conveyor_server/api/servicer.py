@@ -75,6 +75,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueResponse:
         spec = validation.job_spec(request.job, self._limits)
+        spec = validation.traced(spec, context.invocation_metadata())
         return convert.enqueue_response(await self._jobs.enqueue(spec))
 
     @_reports_errors
@@ -82,6 +83,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.EnqueueBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueBatchResponse:
         specs = validation.job_specs(list(request.jobs), self._limits)
+        specs = [validation.traced(spec, context.invocation_metadata()) for spec in specs]
         results = await self._jobs.enqueue_batch(specs)
         return pb.EnqueueBatchResponse(results=[convert.enqueue_response(r) for r in results])
 

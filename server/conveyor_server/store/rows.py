@@ -73,6 +73,7 @@ def job_row(job: NewJob, depth: int, settings: ResolvedSettings) -> dict[str, An
         "cancel_requested": False,
         "created_at": job.created_at,
         "throttle_key": job.throttle_key,
+        "traceparent": job.traceparent,
         **_version_columns(job.task_version),
         **_UNSET_AT_ENQUEUE,
     }
@@ -334,6 +335,7 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
         throttle_key=row.throttle_key,
         task_version=row.task_version or "",
         attempts=attempts,
+        traceparent=row.traceparent or "",
     )
 
 
@@ -354,4 +356,5 @@ def claimed_job(row: sa.Row[Any], token: str, now: Micros) -> LeasedJob:
         created_at=row.created_at,
         parent_job_id=row.parent_job_id,
         task_version=row.task_version or "",
+        traceparent=row.traceparent or "",
     )

@@ -56,6 +56,8 @@ jobs = sa.Table(
     # The outcome and result of the receipt that settled the current lease (a hash), so that a
     # repeated receipt is told apart from a contradicting one.
     sa.Column("receipt_digest", sa.String(64)),
+    # The producer's W3C traceparent (55 characters), handed to every attempt's worker.
+    sa.Column("traceparent", sa.String(55)),
 )
 
 # Dispatch order: priority first, then due time, then creation (ids sort by creation).

@@ -58,8 +58,18 @@ class _Context:
     nothing here: a client that leaves cancels the servicer call itself (see
     _unless_disconnected), and that cancel hands the claimed jobs back."""
 
+    def __init__(self, scope: Scope) -> None:
+        self._headers = scope.get("headers", [])
+
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        """The request's headers, as gRPC metadata (the servicer reads `traceparent`)."""
+        return [
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in self._headers
+        ]
 
     def time_remaining(self) -> float | None:
         return None
@@ -134,7 +144,7 @@ class HttpApi:
         except InvalidArgument as error:
             raise _Aborted(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         reply = await _unless_disconnected(
-            getattr(self._servicer, rpc)(request, _Context()), receive
+            getattr(self._servicer, rpc)(request, _Context(scope)), receive
         )
         return 200, transcode.reply_json(reply)
 

@@ -1,4 +1,5 @@
-"""queue_counts: maintained job counts per queue, task type and state (store/counts.py)
+"""queue_counts: maintained job counts per queue, task type and state (store/counts.py);
+jobs.traceparent: the producer's W3C trace context
 
 Revision ID: 0010
 Revises: 0007
@@ -17,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("traceparent", sa.String(55)))
     op.create_table(
         "queue_counts",
         sa.Column("queue", sa.String(128), primary_key=True),
@@ -33,3 +36,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("queue_counts")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("traceparent")
