@@ -7,8 +7,9 @@ maintained counts (store/counts.py) and index seeks, not from counting rows.
 
 For each depth: a coordinator (`conveyor serve`, its own process) creates the database and
 one real job; it stops; the other jobs are copied from that row with one INSERT ... SELECT
-(an enqueue per job would take hours at a million); the coordinator starts again, which
-rebuilds the counts from the jobs (how long that start takes is printed too), and GetQueue
+(an enqueue per job would take hours at a million); the coordinator starts again with
+--recount-queues, which rebuilds the counts from the jobs the INSERT added behind its back
+(how long that start takes is printed too, as start_s), and GetQueue
 and ListQueues are each called --samples times, one at a time, through gRPC. As a reference,
 the query the statistics used before (a COUNT(*) of the queue's jobs per state) is timed
 directly on the database. The waiting jobs use three priorities, so that the oldest-age skip
@@ -41,12 +42,12 @@ _VARIED = ("id", "priority", "run_at", "created_at")
 
 
 class Coordinator:
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, *flags: str) -> None:
         self.address = f"127.0.0.1:{_free_port()}"
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "conveyor_server", "serve", "--db", db),
-                *("--listen", self.address, "--log-level", "warning"),
+                *("--listen", self.address, "--log-level", "warning", *flags),
             ],
             stderr=subprocess.DEVNULL,
         )
@@ -152,7 +153,7 @@ async def run(db: str, depth: int, samples: int) -> dict[str, float]:
     _fill(db, depth)
     filled = time.perf_counter() - start
     start = time.perf_counter()
-    second = Coordinator(db)
+    second = Coordinator(db, "--recount-queues")
     try:
         await second.wait_ready()
         started = time.perf_counter() - start

@@ -95,6 +95,7 @@ class SqlStore:
         url: str,
         *,
         sqlite_synchronous: str = "FULL",
+        recount_queues: bool = False,
         max_write_batch: int = 1000,
         rng: Random | None = None,
         on_write_health: Callable[[bool], None] | None = None,
@@ -103,8 +104,10 @@ class SqlStore:
         """`on_write_health(False)` is called (on the event loop) when a write fails because
         the storage did (a full disk, an I/O error), and `on_write_health(True)` once a probe
         write succeeds again; the composition root turns these into the health status.
-        `pool` sizes the PostgreSQL readers and bounds each statement's time."""
+        `pool` sizes the PostgreSQL readers and bounds each statement's time.
+        `recount_queues` rebuilds the maintained job counts at open (store/counts.py)."""
         self._url = url
+        self._recount_queues = recount_queues
         self._on_write_health = on_write_health
         self._lock: DatabaseLock | None = None
         self._synchronous = sqlite_synchronous
@@ -164,7 +167,8 @@ class SqlStore:
         )
         await thread.run(_migrate)
         await thread.run(_repair_orphaned_queues)
-        await thread.run(_repair_queue_counts)
+        if self._recount_queues:
+            await thread.run(_repair_queue_counts)
         self._writer.start()
 
     async def close(self) -> None:
