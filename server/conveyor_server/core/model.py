@@ -369,6 +369,10 @@ class ListJobsParams:
     full: bool = False
     # None: no limit on the page's size in bytes.
     reply_limit: ReplyLimit | None = None
+    # Only the job holding this idempotency key (in `queue`, or in any queue), or only the
+    # children of this job; each is an index seek, whatever the number of jobs.
+    idempotency_key: str | None = None
+    parent_job_id: str | None = None
 
 
 def listed_job_size(job: Job) -> int:

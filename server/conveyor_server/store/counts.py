@@ -11,8 +11,8 @@ coordinators on one PostgreSQL database (the upsert adds, it never overwrites).
 A savepoint that rolls back (store/isolation.py) restores the deltas from before it (`mark`,
 `restore`). `recount` rebuilds the table from the jobs themselves: `conveyor serve
 --recount-queues` runs it at start-up, which repairs counts that a change made outside the
-coordinator (a hand-written UPDATE or DELETE on jobs) left wrong. It scans every job (about
-ten seconds at a million on SQLite here), which is why it is not run at every start."""
+coordinator (a hand-written UPDATE or DELETE on jobs) left wrong. It scans every job (seconds
+at a million), which is why it is not run at every start."""
 
 from __future__ import annotations
 

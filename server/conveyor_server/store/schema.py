@@ -104,6 +104,13 @@ sa.Index(
     postgresql_where=jobs.c.idempotency_key.is_not(None),
 )
 sa.Index("ix_jobs_queue_id", jobs.c.queue, jobs.c.id)
+# A job's children (the dashboard's job page); only jobs that have a parent are in it.
+sa.Index(
+    "ix_jobs_parent",
+    jobs.c.parent_job_id,
+    sqlite_where=jobs.c.parent_job_id.is_not(None),
+    postgresql_where=jobs.c.parent_job_id.is_not(None),
+)
 # Counting a queue's leased jobs for its concurrency cap.
 sa.Index(
     "ix_jobs_leased_queue",

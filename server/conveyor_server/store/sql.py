@@ -671,6 +671,14 @@ class SqlStore:
             query = query.where(jobs.c.state == params.state)
         if params.after_job_id:
             query = query.where(jobs.c.id < params.after_job_id)
+        if params.idempotency_key:
+            query = query.where(jobs.c.idempotency_key == params.idempotency_key)
+            if not params.queue:
+                # Keys are unique per queue (uq_jobs_idempotency leads with the queue): one
+                # seek per queue instead of a scan of every job.
+                query = query.where(jobs.c.queue.in_(sa.select(queues.c.name)))
+        if params.parent_job_id:
+            query = query.where(jobs.c.parent_job_id == params.parent_job_id)
         return await self._read(lambda conn: jobs_sql.job_page(conn, query, params))
 
     async def due_times(self) -> DueTimes:

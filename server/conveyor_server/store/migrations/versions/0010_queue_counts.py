@@ -1,5 +1,5 @@
 """queue_counts: maintained job counts per queue, task type and state (store/counts.py);
-jobs.traceparent: the producer's W3C trace context
+jobs.traceparent: the producer's W3C trace context; ix_jobs_parent: a job's children
 
 Revision ID: 0010
 Revises: 0007
@@ -20,6 +20,13 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("traceparent", sa.String(55)))
+    op.create_index(
+        "ix_jobs_parent",
+        "jobs",
+        ["parent_job_id"],
+        sqlite_where=sa.text("parent_job_id IS NOT NULL"),
+        postgresql_where=sa.text("parent_job_id IS NOT NULL"),
+    )
     op.create_table(
         "queue_counts",
         sa.Column("queue", sa.String(128), primary_key=True),
@@ -35,6 +42,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_parent", table_name="jobs")
     op.drop_table("queue_counts")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("traceparent")
