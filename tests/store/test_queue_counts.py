@@ -6,6 +6,7 @@ counts table agree with a real COUNT(*) of the jobs."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from typing import Any
@@ -14,6 +15,7 @@ import grpc
 import pytest
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
+from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.model import JobState
 from conveyor_server.main import Coordinator
@@ -221,3 +223,28 @@ async def test_counts_changed_behind_the_store_are_rebuilt_by_a_recount(
     assert await store._write(repair) == 1
     await _assert_exact(coordinator, stub)
     assert (await stub.GetQueue(pb.GetQueueRequest(name=QUEUES[0]))).stats.available == 2
+
+
+async def test_serve_with_recount_queues_repairs_counts_at_start(
+    server_config: ServerConfig, clock: FakeClock
+) -> None:
+    first = await Coordinator.start(server_config, clock=clock)
+    try:
+        async with grpc.aio.insecure_channel(first.address) as channel:
+            stub = rpc.CoordinatorServiceStub(channel)
+            for _ in range(3):
+                job = pb.JobSpec(queue=QUEUES[0], task_type=TYPES[0], payload=b"")
+                await stub.Enqueue(pb.EnqueueRequest(job=job))
+        await execute(store_of(first), "UPDATE queue_counts SET n = 1000")
+    finally:
+        await first.stop(grace=1.0)
+    second = await Coordinator.start(
+        dataclasses.replace(server_config, recount_queues=True), clock=clock
+    )
+    try:
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            stub = rpc.CoordinatorServiceStub(channel)
+            await _assert_exact(second, stub)
+            assert (await stub.GetQueue(pb.GetQueueRequest(name=QUEUES[0]))).stats.available == 3
+    finally:
+        await second.stop(grace=1.0)
