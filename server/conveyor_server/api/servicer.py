@@ -83,7 +83,9 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.EnqueueBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueBatchResponse:
         specs = validation.job_specs(list(request.jobs), self._limits)
-        specs = [validation.traced(spec, context.invocation_metadata()) for spec in specs]
+        metadata = context.invocation_metadata()
+        if validation.traceparent(metadata) is not None:
+            specs = [validation.traced(spec, metadata) for spec in specs]
         results = await self._jobs.enqueue_batch(specs)
         return pb.EnqueueBatchResponse(results=[convert.enqueue_response(r) for r in results])
 

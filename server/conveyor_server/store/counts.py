@@ -22,10 +22,11 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from conveyor_server.core.model import JobState
-from conveyor_server.store import dialects
+from conveyor_server.store.prepared import Prepared
 from conveyor_server.store.schema import jobs, queue_counts
 
 log = structlog.get_logger("conveyor.store")
@@ -82,9 +83,30 @@ def restore(conn: Connection, marked: Counter[Key]) -> None:
     conn.info[_PENDING] = Counter(marked)
 
 
+def _upsert(module: Any) -> Prepared:
+    insert = module.insert(queue_counts).values(
+        queue=sa.bindparam("queue"),
+        task_type=sa.bindparam("task_type"),
+        state=sa.bindparam("state"),
+        n=sa.bindparam("n"),
+    )
+    return Prepared(
+        insert.on_conflict_do_update(
+            index_elements=[queue_counts.c.queue, queue_counts.c.task_type, queue_counts.c.state],
+            set_={"n": queue_counts.c.n + insert.excluded.n},
+        )
+    )
+
+
+# Compiled once per dialect (store/prepared.py): a group commit touches a few keys, and
+# compiling a multi-row INSERT for each one cost more than running it.
+_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
+
+
 def flush(conn: Connection) -> None:
-    """Adds the transaction's deltas to the counts in one statement. Keys are written in
-    order, so that two coordinators adding to the same counts cannot deadlock."""
+    """Adds the transaction's deltas to the counts, one upsert per (queue, task type, state)
+    touched, in one executemany. Keys are written in order, so that two coordinators adding
+    to the same counts cannot deadlock."""
     deltas = conn.info.pop(_PENDING, None)
     if not deltas:
         return
@@ -93,15 +115,7 @@ def flush(conn: Connection) -> None:
         for (queue, task_type, state), n in sorted(deltas.items())
         if n
     ]
-    if not rows:
-        return
-    insert = dialects.insert_for(conn.dialect, queue_counts).values(rows)
-    conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=[queue_counts.c.queue, queue_counts.c.task_type, queue_counts.c.state],
-            set_={"n": queue_counts.c.n + insert.excluded.n},
-        )
-    )
+    _UPSERTS[conn.dialect.name].executemany(conn, rows)
 
 
 def by_state(conn: Connection, queue: str) -> dict[JobState, int]:

@@ -206,9 +206,13 @@ def insert_jobs(
             outcomes.append(keyed_outcome(job, holders[(job.queue, job.idempotency_key)]))
         else:
             outcomes.append(fresh_result(job))
-    for outcome in outcomes:
-        if isinstance(outcome, EnqueueResult) and not outcome.deduplicated:
-            counts.added(conn, outcome.queue, outcome.task_type, outcome.state)
+    stored = Counter(
+        (o.queue, o.task_type, o.state)
+        for o in outcomes
+        if isinstance(o, EnqueueResult) and not o.deduplicated
+    )
+    for (queue, task_type, state), n in stored.items():
+        counts.added(conn, queue, task_type, state, n)
     return outcomes
 
 
