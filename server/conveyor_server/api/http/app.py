@@ -65,10 +65,12 @@ class _Context:
         raise _Aborted(code, details)
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
-        """The request's headers, as gRPC metadata (the servicer reads `traceparent`)."""
+        """The request headers the servicer reads as gRPC metadata: only `traceparent` (the
+        others, credentials among them, stay out of its reach)."""
         return [
-            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            ("traceparent", value.decode("latin-1"))
             for name, value in self._headers
+            if name.lower() == b"traceparent"
         ]
 
     def time_remaining(self) -> float | None:
