@@ -62,6 +62,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         db_url=args.db,
         listen=args.listen,
         sqlite_synchronous=args.sqlite_synchronous,
+        recount_queues=args.recount_queues,
         max_payload_bytes=args.max_payload_bytes,
         max_depth=args.max_depth,
         log_format=args.log_format,
@@ -107,6 +108,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="FULL",
         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
         help="SQLite PRAGMA synchronous; FULL survives power loss (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--recount-queues",
+        action="store_true",
+        help="rebuild the queue statistics' job counts from the jobs at start-up (one scan of "
+        "every job); only needed after the jobs table was edited by hand",
     )
     serve.add_argument(
         "--db-pool-size",

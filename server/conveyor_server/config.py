@@ -61,6 +61,10 @@ class ServerConfig:
     listen: str = DEFAULT_LISTEN
     # SQLite PRAGMA synchronous: FULL survives power loss; NORMAL only process crashes.
     sqlite_synchronous: str = "FULL"
+    # Rebuild the maintained job counts (store/counts.py) from the jobs at start-up: one scan
+    # of every job (seconds at a million), needed only after the jobs table was changed by
+    # hand, outside the coordinator; the transitions keep the counts exact themselves.
+    recount_queues: bool = False
     # Largest payload, result or checkpoint accepted, in bytes.
     max_payload_bytes: int = 256 * 1024
     # Deepest chain of parent_job_id links accepted.

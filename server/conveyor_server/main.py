@@ -83,6 +83,7 @@ class Coordinator:
         store = SqlStore(
             config.db_url,
             sqlite_synchronous=config.sqlite_synchronous,
+            recount_queues=config.recount_queues,
             max_write_batch=config.max_write_batch,
             on_write_health=_HealthReporter(health).store_writable,
             pool=PoolSettings(

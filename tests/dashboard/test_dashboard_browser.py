@@ -154,6 +154,22 @@ async def test_a_dead_job_is_replayed_from_the_dead_letter_view(
     assert job.state == pb.JOB_STATE_AVAILABLE
 
 
+async def test_a_job_is_found_by_its_key_and_its_children_are_followed(
+    stub: rpc.CoordinatorServiceStub, page: Page, tmp_path: Path
+) -> None:
+    parent = await enqueue(stub, idempotency_key="order-42")
+    child = await enqueue(stub, parent_job_id=parent)
+    await enqueue(stub)  # another job, which the search must not show
+    await page.goto("/jobs")
+    await page.get_by_label("Idempotency key").fill("order-42")
+    await page.get_by_role("button", name="Filter").click()
+    await page.get_by_role("link", name=parent).click()
+    await page.get_by_role("heading", name="Children").wait_for()
+    await shoot(page, tmp_path, "children")
+    await page.get_by_role("link", name=child).click()
+    await page.get_by_role("link", name=parent).wait_for()  # the child's parent link
+
+
 async def test_the_flow_graph_gains_points_while_jobs_run(
     stub: rpc.CoordinatorServiceStub, page: Page, tmp_path: Path
 ) -> None:

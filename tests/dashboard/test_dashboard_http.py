@@ -81,3 +81,43 @@ async def test_a_request_naming_another_host_is_refused(http: httpx.AsyncClient)
     # A page that rebinds its DNS name to 127.0.0.1 sends its own name as Host.
     reply = await http.get("/queues", headers={"host": "attacker.example:8080"})
     assert reply.status_code == 400
+
+
+async def test_jobs_are_found_by_idempotency_key_in_any_queue(
+    stub: rpc.CoordinatorServiceStub, http: httpx.AsyncClient
+) -> None:
+    keyed = {}
+    for queue, key in (("emails", "order-17"), ("invoices", "order-18")):
+        spec = pb.JobSpec(queue=queue, task_type="send", idempotency_key=key)
+        keyed[key] = (await stub.Enqueue(pb.EnqueueRequest(job=spec))).job_id
+    plain = await enqueue(stub)
+
+    found = (await http.get("/jobs", params={"key": "order-18"})).text
+    assert keyed["order-18"] in found
+    assert keyed["order-17"] not in found and plain not in found
+    in_queue = (await http.get("/jobs", params={"key": "order-18", "queue": "emails"})).text
+    assert keyed["order-18"] not in in_queue
+
+
+async def test_a_job_page_lists_the_jobs_children(
+    stub: rpc.CoordinatorServiceStub, http: httpx.AsyncClient
+) -> None:
+    parent = await enqueue(stub)
+    children = [
+        (
+            await stub.Enqueue(
+                pb.EnqueueRequest(
+                    job=pb.JobSpec(queue="steps", task_type="step", parent_job_id=parent)
+                )
+            )
+        ).job_id
+        for _ in range(2)
+    ]
+    stranger = await enqueue(stub)
+
+    page = (await http.get(f"/jobs/{parent}")).text
+    assert all(f"/jobs/{child}" in page for child in children)
+    assert stranger not in page
+    listed = (await http.get("/jobs", params={"parent": parent})).text
+    assert all(child in listed for child in children) and stranger not in listed
+    assert "None." in (await http.get(f"/jobs/{children[0]}")).text

@@ -202,3 +202,14 @@ async def test_enqueue_reusing_an_idempotency_key_for_other_content_is_409(
 
     assert reply.status_code == 409
     assert reply.json()["code"] == 6
+
+
+async def test_the_traceparent_header_is_stored_with_the_job(http: httpx.AsyncClient) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    reply = await http.post(
+        "/v1/jobs",
+        json={"queue": "traced", "task_type": "send"},
+        headers={"traceparent": traceparent},
+    )
+    job = (await http.get(f"/v1/jobs/{reply.json()['job_id']}")).json()
+    assert job["traceparent"] == traceparent

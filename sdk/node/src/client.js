@@ -21,6 +21,7 @@ import {
   timestampOf,
   unary,
 } from './proto.js';
+import { enqueueMetadata } from './tracing.js';
 
 // WaitJob long-polls at most this long per call (the coordinator's limit); longer waits loop.
 const MAX_WAIT_PER_CALL_MS = 300_000;
@@ -451,10 +452,11 @@ export class Client {
    * @param {string} method
    * @param {object} request
    * @param {number} [timeoutMs]
+   * @param {import('@grpc/grpc-js').Metadata} [metadata] sent with the call (a traceparent)
    */
-  async #call(method, request, timeoutMs = this.timeoutMs) {
+  async #call(method, request, timeoutMs = this.timeoutMs, metadata = undefined) {
     try {
-      return await unary(this.stub, method, request, { timeoutMs });
+      return await unary(this.stub, method, request, { timeoutMs, metadata });
     } catch (error) {
       throw fromGrpcError(error);
     }
@@ -472,7 +474,7 @@ export class Client {
     const attempts = retryable ? Math.max(1, policy.maxAttempts) : 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#call(method, request);
+        return await this.#call(method, request, this.timeoutMs, enqueueMetadata());
       } catch (error) {
         const conveyorError = /** @type {import('./errors.js').ConveyorError} */ (error);
         if (conveyorError.code !== 'UNAVAILABLE' || attempt >= attempts) throw error;

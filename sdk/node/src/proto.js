@@ -134,15 +134,19 @@ export function timestampOf(date) {
  * @param {Record<string, Function>} stub
  * @param {string} method
  * @param {object} request
- * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void}} [options]
+ * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void,
+ *   metadata?: grpc.Metadata}} [options] `metadata`: sent with the call (a traceparent)
  * @returns {Promise<any>}
  */
-export function unary(stub, method, request, { timeoutMs, onCall } = {}) {
+export function unary(stub, method, request, { timeoutMs, onCall, metadata } = {}) {
   return new Promise((resolve, reject) => {
     const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
-    const call = stub[method](request, callOptions, (/** @type {any} */ error, /** @type {any} */ reply) =>
-      error ? reject(error) : resolve(reply),
-    );
+    const done = (/** @type {any} */ error, /** @type {any} */ reply) =>
+      error ? reject(error) : resolve(reply);
+    const call =
+      metadata === undefined
+        ? stub[method](request, callOptions, done)
+        : stub[method](request, metadata, callOptions, done);
     onCall?.(call);
   });
 }

@@ -34,6 +34,7 @@ import {
 import { DEFAULT_ADDRESS, durationOf, openStub, unary } from './proto.js';
 import { Receipts } from './receipts.js';
 import { heartbeatIntervalMs, RunningJob, StopReason } from './running.js';
+import { inJobSpan, recordOutcome } from './tracing.js';
 import { settlesWithin, Wakeup } from './wakeup.js';
 
 const LEASE_BACKOFF_FIRST_MS = 100;
@@ -403,7 +404,11 @@ export class Worker {
     /** @type {ReceiptRequest | null} */
     let outcome;
     try {
-      outcome = await this.#runHandler(running);
+      outcome = await inJobSpan(running.job, async (span) => {
+        const receipt = await this.#runHandler(running);
+        recordOutcome(span, receipt);
+        return receipt;
+      });
     } finally {
       this.#running.delete(running.job.leaseToken);
       this.#slotFreed.set();

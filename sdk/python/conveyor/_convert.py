@@ -159,6 +159,7 @@ def job(message: pb.Job) -> Job:
         depth=message.depth,
         cancel_requested=message.cancel_requested,
         task_version=message.task_version,
+        traceparent=message.traceparent,
         attempts=tuple(
             Attempt(
                 attempt=a.attempt,

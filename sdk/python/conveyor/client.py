@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
-from conveyor import _auth, _contracts, _convert
+from conveyor import _auth, _contracts, _convert, _tracing
 from conveyor.errors import JobCancelled, JobFailed, Unavailable, WaitTimeout, from_rpc_error
 from conveyor.models import (
     EnqueueResult,
@@ -229,7 +229,9 @@ class Client:
         spec = _with_key(spec, auto)
         request = pb.EnqueueRequest(job=_convert.job_spec_pb(spec))
         reply = await self._retry_unavailable(
-            lambda: self._stub.Enqueue(request, timeout=self._timeout),
+            lambda: self._stub.Enqueue(
+                request, timeout=self._timeout, metadata=_tracing.enqueue_metadata()
+            ),
             retry=bool(spec.idempotency_key),
         )
         return _convert.enqueue_result(reply)
@@ -245,7 +247,9 @@ class Client:
         keyed = [_with_key(spec, auto) for spec in specs]
         request = pb.EnqueueBatchRequest(jobs=[_convert.job_spec_pb(s) for s in keyed])
         reply = await self._retry_unavailable(
-            lambda: self._stub.EnqueueBatch(request, timeout=self._timeout),
+            lambda: self._stub.EnqueueBatch(
+                request, timeout=self._timeout, metadata=_tracing.enqueue_metadata()
+            ),
             retry=all(spec.idempotency_key for spec in keyed),
         )
         return [_convert.enqueue_result(r) for r in reply.results]

@@ -130,6 +130,8 @@ class Job:
     cancel_requested: bool
     attempts: tuple[Attempt, ...] = ()
     task_version: str = ""
+    # The producer's W3C trace context, if it sent one (see conveyor[otel]).
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

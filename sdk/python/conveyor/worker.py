@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from conveyor import _auth, _convert, _outcome
+from conveyor import _auth, _convert, _outcome, _tracing
 from conveyor._contracts import Contract, Version, contract_of, decode
 from conveyor._heartbeats import Heartbeats
 from conveyor._receipts import Receipts
@@ -490,13 +490,15 @@ class Worker:
 
     async def _execute(self, running: RunningJob) -> None:
         receipt: pb.ReceiptRequest | None
-        try:
-            receipt = await self._run_handler(running)
-        except asyncio.CancelledError:
-            receipt = self._receipt_after_stop(running)
-        finally:
-            del self._running[running.job.lease_token]
-            self._wake_lease_loop.set()
+        with _tracing.job_span(running.job) as span:
+            try:
+                receipt = await self._run_handler(running)
+            except asyncio.CancelledError:
+                receipt = self._receipt_after_stop(running)
+            finally:
+                del self._running[running.job.lease_token]
+                self._wake_lease_loop.set()
+            _tracing.record_outcome(span, receipt)
         if running.stop_reason is StopReason.LEASE_LOST:
             receipt = None  # someone else owns the job now: stay silent (fencing)
         if receipt is not None:

@@ -111,6 +111,7 @@ def job(item: Job) -> pb.Job:
         cancel_requested=item.cancel_requested,
         throttle_key=item.throttle_key or "",
         task_version=item.task_version,
+        traceparent=item.traceparent,
     )
     if item.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(item.finished_at))
@@ -134,6 +135,7 @@ def leased_job(item: LeasedJob) -> pb.LeasedJob:
         created_at=timestamp(item.created_at),
         parent_job_id=item.parent_job_id or "",
         task_version=item.task_version,
+        traceparent=item.traceparent,
     )
 
 

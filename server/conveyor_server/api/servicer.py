@@ -80,6 +80,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.EnqueueRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueResponse:
         spec = validation.job_spec(request.job, self._limits)
+        spec = validation.traced(spec, context.invocation_metadata())
         return convert.enqueue_response(await self._in.enqueue(spec))
 
     @_reports_errors
@@ -87,6 +88,9 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         self, request: pb.EnqueueBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnqueueBatchResponse:
         specs = validation.job_specs(list(request.jobs), self._limits)
+        metadata = context.invocation_metadata()
+        if validation.traceparent(metadata) is not None:
+            specs = [validation.traced(spec, metadata) for spec in specs]
         results = await self._in.enqueue_batch(specs)
         return pb.EnqueueBatchResponse(results=[convert.enqueue_response(r) for r in results])
 

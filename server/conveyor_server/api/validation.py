@@ -10,7 +10,7 @@ import importlib.metadata
 import math
 import re
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -251,6 +251,38 @@ def job_spec(spec: pb.JobSpec, limits: Limits, path: str = "job.") -> JobSpecInp
             Version.parse(spec.task_version, f"{path}task_version") if spec.task_version else None
         ),
     )
+
+
+# W3C Trace Context: version "-" trace-id "-" parent-id "-" flags, lowercase hex. A later
+# version may append fields after a "-"; its first four fields keep this layout.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+TRACEPARENT_LENGTH = 55
+
+
+def traceparent(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The caller's `traceparent` (gRPC metadata or HTTP header), or None when it sent none
+    or a malformed one. A malformed trace context is ignored, not refused, as the W3C
+    recommendation says (the job is simply not part of a trace): tracing must never make an
+    enqueue fail. Only the four fields this version knows are kept."""
+    for key, value in metadata or ():
+        if key.lower() != "traceparent":
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        match = _TRACEPARENT.fullmatch(text.strip())
+        if match is None:
+            return None
+        version, trace_id, parent_id, _flags, rest = match.groups()
+        if version == "ff" or (version == "00" and rest) or set(trace_id) == {"0"}:
+            return None
+        if set(parent_id) == {"0"}:
+            return None
+        return text.strip()[:TRACEPARENT_LENGTH]
+    return None
+
+
+def traced(spec: JobSpecInput, metadata: Iterable[tuple[str, Any]] | None) -> JobSpecInput:
+    found = traceparent(metadata)
+    return spec if found is None else dataclasses.replace(spec, traceparent=found)
 
 
 def job_specs(specs: list[pb.JobSpec], limits: Limits) -> list[JobSpecInput]:

@@ -494,6 +494,7 @@ def new_job(spec: JobSpecInput, now: Micros) -> NewJob:
         throttle_key=spec.throttle_key,
         created_at=now,
         task_version=spec.task_version,
+        traceparent=spec.traceparent,
     )
 
 

@@ -169,6 +169,8 @@ class NewJob:
     throttle_key: str | None
     created_at: Micros
     task_version: Version | None = None
+    # The producer's W3C traceparent, validated by the API layer.
+    traceparent: str | None = None
 
     def initial_state(self) -> JobState:
         return JobState.SCHEDULED if self.run_at > self.created_at else JobState.AVAILABLE
@@ -222,6 +224,7 @@ class Job:
     throttle_key: str | None = None
     attempts: tuple[Attempt, ...] = field(default=())
     task_version: str = ""
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,7 @@ class LeasedJob:
     created_at: Micros
     parent_job_id: str | None
     task_version: str = ""
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +258,7 @@ class ReplyLimit:
 # Upper bounds of what one item adds to a reply besides its variable-length bytes, so that a
 # reply is cut before it passes its limit (tests/unit checks them against the real messages):
 # a LeasedJob (ids, names up to 128 characters, a version, three times, tags and lengths)...
-LEASED_JOB_OVERHEAD = 640
+LEASED_JOB_OVERHEAD = 704
 # ...and a listed Job (also keys up to 256 characters, a worker id, an error type, a policy).
 LISTED_JOB_OVERHEAD = 2048
 
@@ -367,6 +371,10 @@ class ListJobsParams:
     reply_limit: ReplyLimit | None = None
     # Only jobs of this namespace's queues (core/namespaces.py); None: every namespace.
     namespace: str | None = None
+    # Only the job holding this idempotency key (in `queue`, or in any queue), or only the
+    # children of this job; each is an index seek, whatever the number of jobs.
+    idempotency_key: str | None = None
+    parent_job_id: str | None = None
 
 
 def listed_job_size(job: Job) -> int:
@@ -409,6 +417,7 @@ class JobSpecInput:
     parent_job_id: str | None
     throttle_key: str | None = None
     task_version: Version | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

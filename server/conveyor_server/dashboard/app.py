@@ -53,6 +53,10 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_SIZE = 50
+# A job page lists this many of the job's children, with a link to all of them.
+CHILDREN_SHOWN = 20
+# Search fields (an idempotency key, a parent job id) are cut to the longest key.
+MAX_KEY_LENGTH = 256
 PERIODS = {"15m": 15, "1h": 60, "6h": 360, "24h": 1440}
 # Most of a payload a page shows (on request), in bytes.
 MAX_SHOWN_PAYLOAD = 64 * 1024
@@ -266,6 +270,8 @@ def dashboard_app(
             return back(f"/jobs/{quote(wanted_id, safe='')}")
         queue = params.get("queue") or None
         task_type = params.get("task_type") or None
+        key = params.get("key", "").strip()[:MAX_KEY_LENGTH] or None
+        parent = params.get("parent", "").strip()[:MAX_KEY_LENGTH] or None
         state_name = params.get("state", "")
         state = JobState[state_name] if state_name in JobState.__members__ else None
         listed = await services.jobs.list(
@@ -274,6 +280,8 @@ def dashboard_app(
                 state=state,
                 page_size=PAGE_SIZE,
                 after_job_id=params.get("page") or None,
+                idempotency_key=key,
+                parent_job_id=parent,
             )
         )
         shown = [j for j in listed.jobs if task_type is None or j.task_type == task_type]
@@ -287,6 +295,8 @@ def dashboard_app(
             jobs=shown,
             queue=queue or "",
             task_type=task_type or "",
+            key=key or "",
+            parent=parent or "",
             state=state_name if state else "",
             states=list(JobState),
             next_url=next_url,
@@ -303,7 +313,25 @@ def dashboard_app(
             "checkpoint": len(found.checkpoint or b""),
             "result": len(found.result or b""),
         }
-        return page(request, "job.html", job=found, payload=payload, sizes=sizes, JobState=JobState)
+        children = await services.jobs.list(
+            ListJobsParams(
+                queue=None,
+                state=None,
+                page_size=CHILDREN_SHOWN,
+                after_job_id=None,
+                parent_job_id=found.job_id,
+            )
+        )
+        return page(
+            request,
+            "job.html",
+            job=found,
+            payload=payload,
+            sizes=sizes,
+            JobState=JobState,
+            children=children.jobs,
+            more_children=children.more,
+        )
 
     async def job_action(request: Request) -> Response:
         job_id = request.path_params["job_id"]

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import JobState, LeaseParams, Micros, TaskTypeRef, Version
 from conveyor_server.errors import AlreadyExists, NotFound, shown
-from conveyor_server.store import dialects
+from conveyor_server.store import counts, dialects
 from conveyor_server.store.namespaced import in_namespace
 from conveyor_server.store.schema import jobs, task_types, worker_task_types
 
@@ -126,10 +126,35 @@ def _broadest(refs: Sequence[TaskTypeRef]) -> list[TaskTypeRef]:
 
 
 def awaiting_compatible_worker(conn: Connection, queue: str, now: Micros) -> int:
-    """Available jobs of the queue that no worker seen within the window may take."""
+    """Available jobs of the queue that no worker seen within the window may take. Decided
+    per task type from the maintained counts (store/counts.py) and the few declarations of
+    recent workers; only a type that workers declared with versions has its jobs read (each
+    job's version decides), on that type's dispatch index."""
+    w = worker_task_types
+    seen = conn.execute(
+        sa.select(w.c.task_type, w.c.major).where(
+            w.c.queue == queue, w.c.seen_at >= now - WORKER_SEEN_WINDOW
+        )
+    ).all()
+    if any(row.task_type == ANY_TASK_TYPE for row in seen):
+        return 0
+    declared: dict[str, set[int]] = {}
+    for row in seen:
+        declared.setdefault(row.task_type, set()).add(row.major)
+    awaiting = 0
+    for task_type, n in counts.by_task_type(conn, queue, JobState.AVAILABLE).items():
+        majors = declared.get(task_type)
+        if majors is None:
+            awaiting += n  # no recent worker runs this type at all
+        elif ANY_VERSION not in majors:
+            awaiting += _awaiting_by_version(conn, queue, task_type, now)
+    return awaiting
+
+
+def _awaiting_by_version(conn: Connection, queue: str, task_type: str, now: Micros) -> int:
+    """Available jobs of one type whose version no recent worker of the queue implements."""
     w, j = worker_task_types, jobs
     compatible_version = sa.or_(
-        w.c.major == ANY_VERSION,
         j.c.version_major.is_(None),
         sa.and_(
             w.c.major == j.c.version_major,
@@ -145,16 +170,19 @@ def awaiting_compatible_worker(conn: Connection, queue: str, now: Micros) -> int
         .where(
             w.c.queue == j.c.queue,
             w.c.seen_at >= now - WORKER_SEEN_WINDOW,
-            sa.or_(
-                w.c.task_type == ANY_TASK_TYPE,
-                sa.and_(w.c.task_type == j.c.task_type, compatible_version),
-            ),
+            w.c.task_type == j.c.task_type,
+            compatible_version,
         )
     )
     count = conn.scalar(
         sa.select(sa.func.count())
         .select_from(j)
-        .where(j.c.queue == queue, j.c.state == JobState.AVAILABLE, ~taker.exists())
+        .where(
+            j.c.queue == queue,
+            j.c.task_type == task_type,
+            j.c.state == JobState.AVAILABLE,
+            ~taker.exists(),
+        )
     )
     return int(count or 0)
 

@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from conveyor_server.core.ports import Isolated, Processed
+from conveyor_server.store import counts
 
 log = structlog.get_logger("conveyor.store")
 
@@ -40,6 +41,7 @@ def isolating(
     savepoint of its own; a row that fails alone is handed to `isolate`, which marks it
     so that it is not met again, and the others go on. Database faults (a full disk, a
     lost connection) are not a row's fault: they fail the whole batch as before."""
+    counted = counts.mark(conn)
     try:
         with conn.begin_nested():
             return Processed(run(rows), [])
@@ -47,11 +49,13 @@ def isolating(
         if not row_fault(exc):
             raise
         forget()  # the savepoint's rollback undid what caches learned
+        counts.restore(conn, counted)
     if before_retry is not None:
         before_retry()
     done: list[T] = []
     isolated: list[Isolated] = []
     for row in rows:
+        before = counts.mark(conn)
         try:
             with conn.begin_nested():
                 done.extend(run([row]))
@@ -60,6 +64,7 @@ def isolating(
             if not row_fault(exc):
                 raise
             forget()
+            counts.restore(conn, before)
             marked, why = isolate(row, exc)
         done.extend(marked)
         isolated.append(why)

@@ -9,6 +9,7 @@ others, and every UPDATE states the state it expects in its WHERE clause."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from random import Random
 from typing import Any
@@ -49,7 +50,7 @@ from conveyor_server.core.rules import (
 )
 from conveyor_server.errors import ConveyorError, FailedPrecondition, NotFound
 from conveyor_server.store import contracts as contracts_sql
-from conveyor_server.store import dialects
+from conveyor_server.store import counts, dialects
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store.blobs import BlobCodec, BlobUnreadable, codec_of
 from conveyor_server.store.contracts import WorkerDeclarations
@@ -171,7 +172,12 @@ def insert_atomic(
                 o.job_id for o in outcomes if isinstance(o, EnqueueResult) and not o.deduplicated
             ]
             for chunk in chunks(inserted):
-                conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
+                undone = conn.execute(
+                    sa.delete(jobs)
+                    .where(jobs.c.id.in_(chunk))
+                    .returning(jobs.c.queue, jobs.c.task_type, jobs.c.state)
+                )
+                counts.removed_rows(conn, undone)
             return type(outcome)(f"jobs[{index}]: {outcome}; no job of the batch was stored")
     return outcomes
 
@@ -204,6 +210,13 @@ def insert_jobs(
             outcomes.append(keyed_outcome(job, holder, blobs))
         else:
             outcomes.append(fresh_result(job))
+    stored = Counter(
+        (o.queue, o.task_type, o.state)
+        for o in outcomes
+        if isinstance(o, EnqueueResult) and not o.deduplicated
+    )
+    for (queue, task_type, state), n in stored.items():
+        counts.added(conn, queue, task_type, state, n)
     return outcomes
 
 
@@ -288,6 +301,9 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
             for job_id in chosen
         ],
     )
+    claimed = Counter((rows[job_id].queue, rows[job_id].task_type) for job_id in chosen)
+    for (queue, task_type), n in claimed.items():
+        counts.moved(conn, queue, task_type, JobState.AVAILABLE, JobState.LEASED, n)
     return LeaseBatch(
         jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
     )
@@ -428,6 +444,7 @@ def settle(
         )
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
         done = transition_result(holder, transition)
+        counts.moved(conn, row.queue, row.task_type, JobState.LEASED, transition.state)
         settled[receipt.job_id] = (done, digest)
         outcomes.append(done)
     if updates:
@@ -470,6 +487,7 @@ def rescue_rows(
                 row.id, row.lease_token, transition, keep_token=False, blobs=codec_of(conn)
             )
         )
+        counts.moved(conn, row.queue, row.task_type, JobState.LEASED, transition.state)
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
         outcomes.append(transition_result(holder, transition))
     if updates:
@@ -484,7 +502,7 @@ def fail_unrescuable(
     """An expired lease whose next step cannot be computed ends the job as FAILED, with
     the reason, so that the reaper does not meet it again."""
     reason = reason_of(exc)
-    conn.execute(
+    changed = conn.execute(
         sa.update(jobs)
         .where(jobs.c.id == row.id, jobs.c.state == JobState.LEASED)
         .values(
@@ -500,7 +518,8 @@ def fail_unrescuable(
             ),
             error_non_retryable=True,
         )
-    )
+    ).rowcount
+    counts.moved(conn, row.queue, row.task_type, JobState.LEASED, JobState.FAILED, changed)
     failed = TransitionResult(
         job_id=row.id,
         queue=row.queue,
@@ -528,7 +547,7 @@ def promote(conn: Connection, now: Micros, limit: int) -> list[TransitionResult]
         .values(state=JobState.AVAILABLE)
         .returning(jobs.c.id, jobs.c.queue, jobs.c.task_type, jobs.c.attempt)
     )
-    return [
+    promoted = [
         TransitionResult(
             job_id=row.id,
             queue=row.queue,
@@ -540,10 +559,14 @@ def promote(conn: Connection, now: Micros, limit: int) -> list[TransitionResult]
         )
         for row in result
     ]
+    for job in promoted:
+        counts.moved(conn, job.queue, job.task_type, JobState.SCHEDULED, JobState.AVAILABLE)
+    return promoted
 
 
 def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
-    state = locked_state(conn, job_id)
+    locked = locked_row(conn, job_id)
+    state = JobState(locked.state)
     load_job(conn, job_id)  # a job that cannot be read is refused before anything changes
     step = cancel_step(job_id, state)
     if step == CancelStep.FINISH:
@@ -552,6 +575,7 @@ def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
             .where(jobs.c.id == job_id, jobs.c.state == state)
             .values(state=JobState.CANCELLED, finished_at=now)
         ).rowcount
+        counts.moved(conn, locked.queue, locked.task_type, state, JobState.CANCELLED, changed)
     elif step == CancelStep.REQUEST:
         # The worker hears of it in its next heartbeat; its receipt ends the job.
         changed = conn.execute(
@@ -567,7 +591,8 @@ def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
 
 
 def retry(conn: Connection, job_id: str, now: Micros) -> Job:
-    state = locked_state(conn, job_id)
+    locked = locked_row(conn, job_id)
+    state = JobState(locked.state)
     load_job(conn, job_id)  # a job that cannot be read is refused before anything changes
     check_retryable(job_id, state)
     changed = conn.execute(
@@ -586,17 +611,18 @@ def retry(conn: Connection, job_id: str, now: Micros) -> Job:
     ).rowcount
     if changed != 1:
         raise _moved_on(job_id)
+    counts.moved(conn, locked.queue, locked.task_type, state, JobState.AVAILABLE)
     return load_job(conn, job_id)
 
 
-def locked_state(conn: Connection, job_id: str) -> JobState:
-    """A job's state, its row locked until the transaction ends (PostgreSQL), so that the
-    decision taken from it still holds when the UPDATE runs."""
-    query = sa.select(jobs.c.state).where(jobs.c.id == job_id)
-    state = conn.scalar(dialects.lock_rows(conn.dialect, query))
-    if state is None:
+def locked_row(conn: Connection, job_id: str) -> Any:
+    """A job's state (with its queue and task type), its row locked until the transaction
+    ends (PostgreSQL), so that the decision taken from it still holds when the UPDATE runs."""
+    query = sa.select(jobs.c.state, jobs.c.queue, jobs.c.task_type).where(jobs.c.id == job_id)
+    row = conn.execute(dialects.lock_rows(conn.dialect, query)).first()
+    if row is None:
         raise NotFound(f"job {job_id!r} not found")
-    return JobState(state)
+    return row
 
 
 def _moved_on(job_id: str) -> FailedPrecondition:

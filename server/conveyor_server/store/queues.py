@@ -30,6 +30,7 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.core.push import PushConfig
 from conveyor_server.store import contracts as contracts_sql
+from conveyor_server.store import counts as counts_sql
 from conveyor_server.store import dialects
 from conveyor_server.store.prepared import Prepared
 from conveyor_server.store.schema import jobs, queues, throttle_buckets
@@ -469,17 +470,8 @@ def forget_full_buckets(conn: Connection, config: QueueConfig, now: Micros) -> N
 
 
 def queue_stats(conn: Connection, row: Any, now: Micros) -> QueueStats:
-    counts_result = conn.execute(
-        sa.select(jobs.c.state, sa.func.count())
-        .where(jobs.c.queue == row.name)
-        .group_by(jobs.c.state)
-    )
-    counts = {JobState(state): int(n) for state, n in counts_result}
-    oldest = conn.scalar(
-        sa.select(sa.func.min(jobs.c.run_at)).where(
-            jobs.c.queue == row.name, jobs.c.state == JobState.AVAILABLE
-        )
-    )
+    counts = counts_sql.by_state(conn, row.name)
+    oldest = oldest_available(conn, row.name) if counts.get(JobState.AVAILABLE) else None
     available = counts.get(JobState.AVAILABLE, 0) > 0
     config = queue_config(row)
     rate_held = False
@@ -504,3 +496,36 @@ def queue_stats(conn: Connection, row: Any, now: Micros) -> QueueStats:
             contracts_sql.awaiting_compatible_worker(conn, row.name, now) if available else 0
         ),
     )
+
+
+# Distinct priorities among a queue's available jobs that oldest_available seeks one by one
+# before it falls back to one scan of them all.
+_MAX_PRIORITY_SEEKS = 32
+
+
+def oldest_available(conn: Connection, queue: str) -> Micros | None:
+    """The earliest due time among the queue's available jobs, without reading them all:
+    ix_jobs_dispatch is ordered by (queue, priority desc, run_at), so the first entry of each
+    priority is that priority's oldest job. One index seek per distinct priority (a skip
+    scan); few queues use more than a handful of priorities."""
+    base = sa.select(jobs.c.priority, jobs.c.run_at).where(
+        jobs.c.queue == queue, jobs.c.state == JobState.AVAILABLE
+    )
+    ordered = base.order_by(jobs.c.priority.desc(), jobs.c.run_at).limit(1)
+    oldest: Micros | None = None
+    head = conn.execute(ordered).first()
+    for _ in range(_MAX_PRIORITY_SEEKS):
+        if head is None:
+            return oldest
+        oldest = head.run_at if oldest is None else min(oldest, head.run_at)
+        head = conn.execute(ordered.where(jobs.c.priority < head.priority)).first()
+    if head is None:
+        return oldest
+    rest = conn.scalar(
+        sa.select(sa.func.min(jobs.c.run_at)).where(
+            jobs.c.queue == queue,
+            jobs.c.state == JobState.AVAILABLE,
+            jobs.c.priority <= head.priority,
+        )
+    )
+    return oldest if rest is None else min(oldest or rest, rest)

@@ -76,6 +76,7 @@ def job_row(
         "cancel_requested": False,
         "created_at": job.created_at,
         "throttle_key": job.throttle_key,
+        "traceparent": job.traceparent,
         **_version_columns(job.task_version),
         **_UNSET_AT_ENQUEUE,
     }
@@ -349,6 +350,7 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...], blobs: BlobCod
         throttle_key=row.throttle_key,
         task_version=row.task_version or "",
         attempts=attempts,
+        traceparent=row.traceparent or "",
     )
 
 
@@ -370,4 +372,5 @@ def claimed_job(row: sa.Row[Any], token: str, now: Micros, blobs: BlobCodec) -> 
         created_at=row.created_at,
         parent_job_id=row.parent_job_id,
         task_version=row.task_version or "",
+        traceparent=row.traceparent or "",
     )

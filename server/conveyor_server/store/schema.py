@@ -56,6 +56,8 @@ jobs = sa.Table(
     # The outcome and result of the receipt that settled the current lease (a hash), so that a
     # repeated receipt is told apart from a contradicting one.
     sa.Column("receipt_digest", sa.String(64)),
+    # The producer's W3C traceparent (55 characters), handed to every attempt's worker.
+    sa.Column("traceparent", sa.String(55)),
 )
 
 # Dispatch order: priority first, then due time, then creation (ids sort by creation).
@@ -102,6 +104,13 @@ sa.Index(
     postgresql_where=jobs.c.idempotency_key.is_not(None),
 )
 sa.Index("ix_jobs_queue_id", jobs.c.queue, jobs.c.id)
+# A job's children (the dashboard's job page); only jobs that have a parent are in it.
+sa.Index(
+    "ix_jobs_parent",
+    jobs.c.parent_job_id,
+    sqlite_where=jobs.c.parent_job_id.is_not(None),
+    postgresql_where=jobs.c.parent_job_id.is_not(None),
+)
 # Counting a queue's leased jobs for its concurrency cap.
 sa.Index(
     "ix_jobs_leased_queue",
@@ -165,6 +174,17 @@ queues = sa.Table(
     sa.Column("strict_task_types", sa.Boolean, nullable=False, server_default=sa.false()),
     # A push queue's target: a serialized conveyor.v1.PushTarget (core/push.py); NULL: pull.
     sa.Column("push_target", sa.LargeBinary),
+)
+
+# How many jobs each queue holds per task type and state, kept exact by the transitions
+# themselves (store/counts.py): queue statistics cost the same at any queue depth.
+queue_counts = sa.Table(
+    "queue_counts",
+    metadata,
+    sa.Column("queue", sa.String(128), primary_key=True),
+    sa.Column("task_type", sa.String(128), primary_key=True),
+    sa.Column("state", sa.SmallInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
 )
 
 # One token bucket per (queue, throttle_key); a missing row is a full bucket.

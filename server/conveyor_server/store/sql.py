@@ -54,7 +54,7 @@ from conveyor_server.core.rules import previous_run_blocks, retention_cutoff
 from conveyor_server.core.schedules import Schedule
 from conveyor_server.errors import ConveyorError, Unavailable
 from conveyor_server.store import contracts as contracts_sql
-from conveyor_server.store import dialects, jobs_sql
+from conveyor_server.store import counts, dialects, jobs_sql
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store import schedules as schedules_sql
 from conveyor_server.store.blobs import PLAIN, BlobCodec, attach, codec_of
@@ -97,6 +97,7 @@ class SqlStore:
         url: str,
         *,
         sqlite_synchronous: str = "FULL",
+        recount_queues: bool = False,
         max_write_batch: int = 1000,
         rng: Random | None = None,
         on_write_health: Callable[[bool], None] | None = None,
@@ -107,9 +108,11 @@ class SqlStore:
         the storage did (a full disk, an I/O error), and `on_write_health(True)` once a probe
         write succeeds again; the composition root turns these into the health status.
         `pool` sizes the PostgreSQL readers and bounds each statement's time. `blobs` seals
-        and opens payloads, results and checkpoints (store/blobs.py; default: plaintext)."""
+        and opens payloads, results and checkpoints (store/blobs.py; default: plaintext).
+        `recount_queues` rebuilds the maintained job counts at open (store/counts.py)."""
         self._blobs = blobs or PLAIN
         self._url = url
+        self._recount_queues = recount_queues
         self._on_write_health = on_write_health
         self._lock: DatabaseLock | None = None
         self._synchronous = sqlite_synchronous
@@ -168,6 +171,8 @@ class SqlStore:
         self._readers = ReaderPool(reader, dialects.reader_threads(url, self._pool))
         await thread.run(_migrate)
         await thread.run(_repair_orphaned_queues)
+        if self._recount_queues:
+            await thread.run(_repair_queue_counts)
         self._writer.start()
 
     async def close(self) -> None:
@@ -256,6 +261,12 @@ class SqlStore:
             # flushes it too, as WAL keeps commits in order. Per transaction (SET LOCAL), so
             # it holds behind PgBouncer in transaction mode too.
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        counts.begin(conn)
+        self._apply_ops(conn, group)
+        # The job counts the group's transitions changed, in one statement (store/counts.py).
+        counts.flush(conn)
+
+    def _apply_ops(self, conn: Connection, group: list[WriteOp]) -> None:
         # Batches first, one by one, so that an all-or-none batch that fails and is undone can
         # never be what a single enqueue in the same group deduplicated against.
         singles: list[WriteOp] = []
@@ -661,7 +672,12 @@ class SqlStore:
             ids = [r.id for r in conn.execute(expired)]
             for chunk in chunks(ids):
                 conn.execute(sa.delete(job_attempts).where(job_attempts.c.job_id.in_(chunk)))
-                conn.execute(sa.delete(jobs).where(jobs.c.id.in_(chunk)))
+                gone = conn.execute(
+                    sa.delete(jobs)
+                    .where(jobs.c.id.in_(chunk))
+                    .returning(jobs.c.queue, jobs.c.task_type, jobs.c.state)
+                )
+                counts.removed_rows(conn, gone)
             deleted += len(ids)
         queues_sql.forget_full_buckets(conn, config, now)
         return deleted
@@ -682,6 +698,14 @@ class SqlStore:
             query = query.where(jobs.c.id < params.after_job_id)
         if params.namespace is not None:
             query = query.where(in_namespace(jobs.c.queue, params.namespace))
+        if params.idempotency_key:
+            query = query.where(jobs.c.idempotency_key == params.idempotency_key)
+            if not params.queue:
+                # Keys are unique per queue (uq_jobs_idempotency leads with the queue): one
+                # seek per queue instead of a scan of every job.
+                query = query.where(jobs.c.queue.in_(sa.select(queues.c.name)))
+        if params.parent_job_id:
+            query = query.where(jobs.c.parent_job_id == params.parent_job_id)
         return await self._read(lambda conn: jobs_sql.job_page(conn, query, params))
 
     async def due_times(self) -> DueTimes:
@@ -736,3 +760,9 @@ def _repair_orphaned_queues(conn: Connection) -> None:
         repaired = queues_sql.ensure_rows_for_jobs(conn, time.time_ns() // 1000)
     if repaired:
         log.warning("store.queue_rows_repaired", queues=repaired[:20], count=len(repaired))
+
+
+def _repair_queue_counts(conn: Connection) -> None:
+    """Counts left wrong by changes made outside the store are rebuilt (store/counts.py)."""
+    with conn.begin():
+        counts.recount(conn)

@@ -358,6 +358,7 @@ class Job(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     THROTTLE_KEY_FIELD_NUMBER: _builtins.int
     TASK_VERSION_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     queue: _builtins.str
     task_type: _builtins.str
@@ -377,6 +378,10 @@ class Job(_message.Message):
     """Set when CancelJob was called while the job was leased."""
     throttle_key: _builtins.str
     task_version: _builtins.str
+    traceparent: _builtins.str
+    """The W3C trace context (traceparent) of the producer's Enqueue call, sent as gRPC
+    metadata or an HTTP header `traceparent`; empty when none or a malformed one was sent.
+    """
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -428,10 +433,11 @@ class Job(_message.Message):
         cancel_requested: _builtins.bool = ...,
         throttle_key: _builtins.str = ...,
         task_version: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delay", b"delay", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "retry_policy", b"retry_policy", "run_at", b"run_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "created_at", b"created_at", "delay", b"delay", "depth", b"depth", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "leased_by", b"leased_by", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "state", b"state", "task_type", b"task_type", "task_version", b"task_version", "throttle_key", b"throttle_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "created_at", b"created_at", "delay", b"delay", "depth", b"depth", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "leased_by", b"leased_by", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "state", b"state", "task_type", b"task_type", "task_version", b"task_version", "throttle_key", b"throttle_key", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -454,6 +460,7 @@ class LeasedJob(_message.Message):
     PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     TASK_VERSION_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     lease_token: _builtins.str
     queue: _builtins.str
@@ -466,6 +473,10 @@ class LeasedJob(_message.Message):
     """The last checkpoint any earlier attempt sent."""
     parent_job_id: _builtins.str
     task_version: _builtins.str
+    traceparent: _builtins.str
+    """The producer's W3C traceparent (see Job.traceparent): a worker continues that trace, so
+    one trace runs from the enqueue through every attempt.
+    """
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -490,10 +501,11 @@ class LeasedJob(_message.Message):
         parent_job_id: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
         task_version: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "checkpoint", b"checkpoint", "created_at", b"created_at", "job_id", b"job_id", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "queue", b"queue", "task_type", b"task_type", "task_version", b"task_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "checkpoint", b"checkpoint", "created_at", b"created_at", "job_id", b"job_id", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "max_attempts", b"max_attempts", "parent_job_id", b"parent_job_id", "payload", b"payload", "queue", b"queue", "task_type", b"task_type", "task_version", b"task_version", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,8 +71,20 @@ class _Context:
     nothing here: a client that leaves cancels the servicer call itself (see
     _unless_disconnected), and that cancel hands the claimed jobs back."""
 
+    def __init__(self, scope: Scope) -> None:
+        self._headers = scope.get("headers", [])
+
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        """The request headers the servicer reads as gRPC metadata: only `traceparent` (the
+        others, credentials among them, stay out of its reach)."""
+        return [
+            ("traceparent", value.decode("latin-1"))
+            for name, value in self._headers
+            if name.lower() == b"traceparent"
+        ]
 
     def time_remaining(self) -> float | None:
         return None
@@ -168,7 +180,7 @@ class HttpApi:
             slot, acting = self._authorize(principal, rpc, request), acting_as(principal)
         with slot, acting:
             reply = await _unless_disconnected(
-                getattr(self._servicer, rpc)(request, _Context()), receive
+                getattr(self._servicer, rpc)(request, _Context(scope)), receive
             )
         return 200, transcode.reply_json(reply)
 
