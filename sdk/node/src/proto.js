@@ -78,6 +78,10 @@ export function openStub(
     new Service(address, channelCredentials, {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+      // Reconnect soon after a coordinator blip (a restart, a failover): gRPC's default backs
+      // off to 120 s, far longer than a lease; heartbeats (waitForReady) wait for the reconnect.
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 2_000,
       ...channelOptions,
       ...(bearer ? { interceptors: [bearerInterceptor(bearer)] } : {}),
     })
@@ -137,9 +141,12 @@ export function timestampOf(date) {
  * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void}} [options]
  * @returns {Promise<any>}
  */
-export function unary(stub, method, request, { timeoutMs, onCall } = {}) {
+export function unary(stub, method, request, { timeoutMs, onCall, waitForReady } = {}) {
   return new Promise((resolve, reject) => {
+    /** @type {grpc.CallOptions & {waitForReady?: boolean}} */
     const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
+    // waitForReady: while the channel reconnects, the call waits instead of failing at once.
+    if (waitForReady) callOptions.waitForReady = true;
     const call = stub[method](request, callOptions, (/** @type {any} */ error, /** @type {any} */ reply) =>
       error ? reject(error) : resolve(reply),
     );

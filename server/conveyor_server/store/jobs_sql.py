@@ -10,6 +10,7 @@ others, and every UPDATE states the state it expects in its WHERE clause."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from random import Random
 from typing import Any
 
@@ -104,7 +105,12 @@ HOLDER_COLUMNS = [
     jobs.c.leased_at,
     jobs.c.cancel_requested,
     jobs.c.receipt_digest,
+    jobs.c.lease_unconfirmed,
 ]
+
+# NULL for an ordinary lease (the CASE then keeps lease_duration); cast, as PostgreSQL cannot
+# tell a bare parameter's type when it is NULL.
+_WINDOW = sa.cast(sa.bindparam("b_window", type_=sa.BigInteger), sa.BigInteger)
 
 _CLAIM = Prepared(
     sa.update(jobs)
@@ -115,7 +121,13 @@ _CLAIM = Prepared(
         lease_token=sa.bindparam("b_token"),
         leased_by=sa.bindparam("b_worker"),
         leased_at=sa.bindparam("b_now"),
-        lease_expires_at=jobs.c.lease_duration + sa.bindparam("b_now"),
+        # Lease confirmation: a lease taken with confirm_within (b_window) runs only that long,
+        # unless the job's own lease_duration is shorter, until a heartbeat confirms it.
+        lease_expires_at=sa.case(
+            (jobs.c.lease_duration > _WINDOW, _WINDOW), else_=jobs.c.lease_duration
+        )
+        + sa.bindparam("b_now"),
+        lease_unconfirmed=sa.bindparam("b_unconfirmed", type_=sa.Boolean),
     )
 )
 
@@ -130,6 +142,7 @@ _EXTEND = Prepared(
     .where(_FENCED)
     .values(
         lease_expires_at=sa.bindparam("b_expires"),
+        lease_unconfirmed=sa.false(),  # any heartbeat confirms a lease
         checkpoint=sa.func.coalesce(
             sa.bindparam("b_checkpoint", type_=sa.LargeBinary), jobs.c.checkpoint
         ),
@@ -148,6 +161,7 @@ _TRANSITION_VALUES: dict[str, Any] = {
     "lease_expires_at": sa.null(),
     "lease_token": sa.bindparam("b_new_token", type_=sa.String),
     "receipt_digest": sa.bindparam("b_receipt_digest", type_=sa.String),
+    "lease_unconfirmed": sa.false(),
 }
 
 _APPLY_TRANSITION = Prepared(sa.update(jobs).where(_FENCED).values(**_TRANSITION_VALUES))
@@ -278,12 +292,17 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
                 "b_token": token,
                 "b_worker": params.worker_id,
                 "b_now": params.now,
+                "b_window": params.confirm_within,
+                "b_unconfirmed": params.confirm_within is not None,
             }
             for job_id, token in tokens.items()
         ],
     )
     # Built from the rows read before the claim, with what _CLAIM set: no second read.
-    leased = [claimed_job(rows[job_id], tokens[job_id], params.now) for job_id in chosen]
+    leased = [
+        claimed_job(rows[job_id], tokens[job_id], params.now, params.confirm_within)
+        for job_id in chosen
+    ]
     return LeaseBatch(
         jobs=leased, retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
     )
@@ -439,7 +458,8 @@ def rescue_rows(
         # Clearing the token makes a late receipt from the lost lease fail its fencing check.
         updates.append(transition_params(row.id, row.lease_token, transition, keep_token=False))
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
-        outcomes.append(transition_result(holder, transition))
+        done = transition_result(holder, transition)
+        outcomes.append(replace(done, unconfirmed=True) if holder.unconfirmed else done)
     if updates:
         _APPLY_TRANSITION.executemany(conn, updates)
         _RECORD_ATTEMPT.executemany(conn, history)

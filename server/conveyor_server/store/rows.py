@@ -25,6 +25,7 @@ from conveyor_server.core.model import (
     RetryPolicy,
     TransitionResult,
     Version,
+    first_lease,
 )
 from conveyor_server.errors import (
     AlreadyExists,
@@ -71,6 +72,7 @@ def job_row(job: NewJob, depth: int, settings: ResolvedSettings) -> dict[str, An
         "parent_job_id": job.parent_job_id,
         "depth": depth,
         "cancel_requested": False,
+        "lease_unconfirmed": False,
         "created_at": job.created_at,
         "throttle_key": job.throttle_key,
         **_version_columns(job.task_version),
@@ -170,6 +172,7 @@ def lease_holder(row: sa.Row[Any]) -> LeaseHolder:
         leased_by=row.leased_by or "",
         leased_at=row.leased_at or 0,
         cancel_requested=bool(row.cancel_requested),
+        unconfirmed=bool(row.lease_unconfirmed),
     )
 
 
@@ -337,9 +340,12 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...]) -> Job:
     )
 
 
-def claimed_job(row: sa.Row[Any], token: str, now: Micros) -> LeasedJob:
+def claimed_job(
+    row: sa.Row[Any], token: str, now: Micros, confirm_within: Micros | None
+) -> LeasedJob:
     """The job as a worker receives it, from its row as read just before the claim, with what
-    the claim set: the token, the next attempt and the expiry."""
+    the claim set: the token, the next attempt and the expiry (the confirmation window's end
+    for a lease taken with confirmation)."""
     return LeasedJob(
         job_id=row.id,
         lease_token=token,
@@ -348,7 +354,7 @@ def claimed_job(row: sa.Row[Any], token: str, now: Micros) -> LeasedJob:
         payload=row.payload,
         attempt=row.attempt + 1,
         max_attempts=row.max_attempts,
-        lease_expires_at=now + row.lease_duration,
+        lease_expires_at=now + first_lease(row.lease_duration, confirm_within),
         lease_duration=row.lease_duration,
         checkpoint=row.checkpoint,
         created_at=row.created_at,

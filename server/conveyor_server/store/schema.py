@@ -56,6 +56,9 @@ jobs = sa.Table(
     # The outcome and result of the receipt that settled the current lease (a hash), so that a
     # repeated receipt is told apart from a contradicting one.
     sa.Column("receipt_digest", sa.String(64)),
+    # Leased with confirmation (LeaseRequest.confirm) and not yet confirmed by a heartbeat:
+    # when its lease expires the job is handed back, its attempt not counted.
+    sa.Column("lease_unconfirmed", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # Dispatch order: priority first, then due time, then creation (ids sort by creation).
