@@ -138,18 +138,20 @@ export function timestampOf(date) {
  * @param {Record<string, Function>} stub
  * @param {string} method
  * @param {object} request
- * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void}} [options]
+ * `waitForReady`: while the channel (re)connects, the call waits for it, up to its deadline,
+ * instead of failing at once with UNAVAILABLE.
+ * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void,
+ *   waitForReady?: boolean}} [options]
  * @returns {Promise<any>}
  */
 export function unary(stub, method, request, { timeoutMs, onCall, waitForReady } = {}) {
   return new Promise((resolve, reject) => {
-    /** @type {grpc.CallOptions & {waitForReady?: boolean}} */
     const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
-    // waitForReady: while the channel reconnects, the call waits instead of failing at once.
-    if (waitForReady) callOptions.waitForReady = true;
-    const call = stub[method](request, callOptions, (/** @type {any} */ error, /** @type {any} */ reply) =>
-      error ? reject(error) : resolve(reply),
-    );
+    const settle = (/** @type {any} */ error, /** @type {any} */ reply) =>
+      error ? reject(error) : resolve(reply);
+    const call = waitForReady
+      ? stub[method](request, new grpc.Metadata({ waitForReady: true }), callOptions, settle)
+      : stub[method](request, callOptions, settle);
     onCall?.(call);
   });
 }

@@ -334,11 +334,11 @@ export class Worker {
       maxJobs: free,
       wait: durationOf(leaseWaitMs),
       taskTypes: this.#declaredTaskTypes(),
+      // Lease confirmation: the jobs are held unconfirmed until #heartbeats.confirm below.
+      ...(this.config.confirmLeases
+        ? { confirm: true, confirmWithin: durationOf(this.config.confirmWithinMs) }
+        : {}),
     };
-    if (this.config.confirmLeases) {
-      request.confirm = true;
-      request.confirmWithin = durationOf(this.config.confirmWithinMs);
-    }
     let reply;
     try {
       reply = await unary(stub, 'Lease', request, {
