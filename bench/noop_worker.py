@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -12,7 +13,10 @@ from conveyor import JobContext, Worker, WorkerConfig
 
 
 async def main(address: str, mode: str, count: int, concurrency: int) -> None:
-    worker = Worker(address, ["bench"], config=WorkerConfig(concurrency=concurrency))
+    # CONVEYOR_BENCH_CONFIRM=0: lease without confirmation (what one confirming call costs).
+    confirm = os.environ.get("CONVEYOR_BENCH_CONFIRM", "1") != "0"
+    config = WorkerConfig(concurrency=concurrency, confirm_leases=confirm)
+    worker = Worker(address, ["bench"], config=config)
     latencies: list[float] = []
     started_at: list[float] = []
     done = 0

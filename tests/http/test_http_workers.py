@@ -118,3 +118,33 @@ async def test_heartbeat_batch_judges_each_item(http: httpx.AsyncClient) -> None
     reply = await http.post("/v1/heartbeats:batch", json={"heartbeats": [good, lost]})
 
     assert [r["code"] for r in reply.json()["results"]] == [0, 9]
+
+
+async def test_a_lease_with_confirmation_is_confirmed_by_a_heartbeat(
+    http: httpx.AsyncClient,
+) -> None:
+    await http.post(
+        "/v1/jobs", json={"queue": "mail", "task_type": "send", "lease_duration": "600s"}
+    )
+    reply = await http.post(
+        "/v1/leases",
+        json={"worker_id": "w1", "queues": ["mail"], "confirm": True, "confirm_within": "2s"},
+    )
+    assert reply.status_code == 200, reply.text
+    [job] = reply.json()["jobs"]
+    confirmed = await http.post(
+        f"/v1/jobs/{job['job_id']}:heartbeat", json={"lease_token": job["lease_token"]}
+    )
+
+    assert confirmed.status_code == 200, confirmed.text
+    # The window was 2 s; the confirmation granted the job's full 600 s lease.
+    assert confirmed.json()["lease_expires_at"] > job["lease_expires_at"]
+
+
+async def test_confirm_within_without_confirm_is_refused(http: httpx.AsyncClient) -> None:
+    reply = await http.post(
+        "/v1/leases", json={"worker_id": "w1", "queues": ["mail"], "confirm_within": "2s"}
+    )
+
+    assert reply.status_code == 400
+    assert "confirm_within is set but confirm is false" in reply.text

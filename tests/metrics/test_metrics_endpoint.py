@@ -113,6 +113,20 @@ async def test_an_expired_lease_is_counted_as_expired(
     assert value(samples, "conveyor_jobs_finished_total", outcome="expired", **labels) == 1
 
 
+async def test_an_unconfirmed_lease_handed_back_is_counted_as_unconfirmed(
+    coordinator: Coordinator, stub: rpc.CoordinatorServiceStub, clock: FakeClock
+) -> None:
+    await enqueue(stub)
+    request = pb.LeaseRequest(worker_id="w1", queues=[QUEUE], max_jobs=1, confirm=True)
+    assert len((await stub.Lease(request)).jobs) == 1
+    clock.advance(3600)
+    await coordinator.reaper.run_once(clock.now())
+    samples = await scrape(coordinator)
+    labels = {"queue": QUEUE, "task_type": TASK}
+    assert value(samples, "conveyor_jobs_finished_total", outcome="unconfirmed", **labels) == 1
+    assert value(samples, "conveyor_jobs_finished_total", outcome="expired", **labels) == 0
+
+
 async def test_rpc_latency_is_labelled_by_method_and_status_code(
     coordinator: Coordinator, stub: rpc.CoordinatorServiceStub
 ) -> None:

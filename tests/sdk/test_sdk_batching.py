@@ -44,7 +44,9 @@ class FakeStub:
             ]
         )
 
-    async def HeartbeatBatch(self, request: pb.HeartbeatBatchRequest, timeout: float) -> Any:
+    async def HeartbeatBatch(
+        self, request: pb.HeartbeatBatchRequest, timeout: float, wait_for_ready: bool = False
+    ) -> Any:
         self.calls.append("HeartbeatBatch")
         self.heartbeat_batches.append(list(request.heartbeats))
         self.heartbeats_seen.put_nowait(list(request.heartbeats))

@@ -7,8 +7,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conveyor import (
@@ -21,7 +21,9 @@ from conveyor import (
     Worker,
     WorkerConfig,
 )
+from conveyor._heartbeats import Heartbeats
 from conveyor.models import Outcome
+from conveyor.v1 import coordinator_pb2 as pb
 from conveyor_server.main import Coordinator
 
 StartWorker = Callable[[Worker], "asyncio.Task[None]"]
@@ -519,3 +521,88 @@ def test_a_task_type_takes_one_handler() -> None:
 
     with pytest.raises(ValueError, match="already"):
         worker.register("t", lambda job: None)
+
+
+async def test_worker_confirms_each_lease_before_its_handler_runs(
+    live_coordinator: Coordinator, client: Client, start_worker: StartWorker
+) -> None:
+    """By default the worker leases with confirmation and confirms at once: by the time a
+    handler runs, its job holds its full lease, not the short confirmation window."""
+    worker = _worker(live_coordinator, config=WorkerConfig(concurrency=4, confirm_within=1.0))
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @worker.task("hold")
+    async def hold(job: JobContext) -> None:
+        started.set()
+        await release.wait()
+
+    job_id = (await client.enqueue("q", "hold", max_attempts=1, lease_duration=3600)).job_id
+    start_worker(worker)
+    await asyncio.wait_for(started.wait(), 5)
+    job = await client.get_job(job_id)
+    release.set()
+
+    assert job.lease_expires_at is not None
+    assert job.lease_expires_at - datetime.now(UTC) > timedelta(minutes=30)
+    assert (await client.wait_for_result(job_id, timeout=5)) == b""
+
+
+async def test_worker_without_confirmation_leases_for_the_full_duration(
+    live_coordinator: Coordinator, client: Client, start_worker: StartWorker
+) -> None:
+    worker = _worker(live_coordinator, config=WorkerConfig(concurrency=4, confirm_leases=False))
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @worker.task("hold")
+    async def hold(job: JobContext) -> None:
+        started.set()
+        await release.wait()
+
+    job_id = (await client.enqueue("q", "hold", lease_duration=3600)).job_id
+    start_worker(worker)
+    await asyncio.wait_for(started.wait(), 5)
+    job = await client.get_job(job_id)
+    release.set()
+
+    assert job.lease_expires_at is not None
+    assert job.lease_expires_at - datetime.now(UTC) > timedelta(minutes=30)
+
+
+async def test_a_lease_reply_the_worker_never_confirms_comes_back_with_its_attempt_unspent(
+    live_coordinator: Coordinator,
+    client: Client,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first reply is dropped unconfirmed, as a reply lost on the wire would be: the
+    coordinator hands its job back when the 0.5 s window passes, and the worker leases it
+    again as its first attempt (max_attempts 1, so an expired lease would have failed it)."""
+    dropped: list[str] = []
+    real_confirm = Heartbeats.confirm
+
+    async def drop_first(
+        self: Heartbeats, jobs: Sequence[pb.LeasedJob], window: float
+    ) -> list[pb.LeasedJob]:
+        if not dropped:
+            dropped.extend(job.job_id for job in jobs)
+            return []
+        return await real_confirm(self, jobs, window)
+
+    monkeypatch.setattr(Heartbeats, "confirm", drop_first)
+    worker = _worker(live_coordinator, config=WorkerConfig(concurrency=1, confirm_within=0.5))
+    attempts: list[int] = []
+
+    @worker.task("once")
+    async def once(job: JobContext) -> bytes:
+        attempts.append(job.attempt)
+        return b"ran"
+
+    job_id = (await client.enqueue("q", "once", max_attempts=1, lease_duration=3600)).job_id
+    start_worker(worker)
+
+    assert await client.wait_for_result(job_id, timeout=10) == b"ran"
+    assert dropped == [job_id]
+    assert attempts == [1]
+    assert (await client.get_job(job_id)).attempt == 1

@@ -24,7 +24,9 @@ S = 1_000_000
 NO_JITTER = RetryPolicy(initial_backoff=1 * S, multiplier=2.0, max_backoff=60 * S, jitter=0.0)
 
 
-def holder(attempt: int = 1, max_attempts: int = 5, cancel: bool = False) -> LeaseHolder:
+def holder(
+    attempt: int = 1, max_attempts: int = 5, cancel: bool = False, unconfirmed: bool = False
+) -> LeaseHolder:
     return LeaseHolder(
         job_id="j",
         queue="q",
@@ -35,6 +37,7 @@ def holder(attempt: int = 1, max_attempts: int = 5, cancel: bool = False) -> Lea
         leased_by="w",
         leased_at=100 * S,
         cancel_requested=cancel,
+        unconfirmed=unconfirmed,
     )
 
 
@@ -139,3 +142,16 @@ def test_job_ids_sort_by_creation_and_do_not_repeat() -> None:
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 for i in ids)
     assert ids[0][:12] <= ids[-1][:12]
+
+
+def test_an_unconfirmed_lease_is_handed_back_unspent_even_on_its_last_attempt() -> None:
+    t = decide_lease_expired(
+        holder(attempt=1, max_attempts=1, unconfirmed=True), 500 * S, random.Random(1)
+    )
+    assert (t.state, t.run_at, t.attempt_delta) == (JobState.AVAILABLE, 500 * S, -1)
+    assert (t.error, t.finished_at, t.history_outcome) == (None, None, Outcome.RELEASE)
+
+
+def test_an_unconfirmed_lease_asked_to_stop_is_cancelled_unspent() -> None:
+    t = decide_lease_expired(holder(cancel=True, unconfirmed=True), 500 * S, random.Random(1))
+    assert (t.state, t.attempt_delta, t.finished_at) == (JobState.CANCELLED, -1, 500 * S)

@@ -6,7 +6,7 @@
 import grpc from '@grpc/grpc-js';
 
 import { codeName } from './errors.js';
-import { unary } from './proto.js';
+import { msOf, unary } from './proto.js';
 import { Wakeup } from './wakeup.js';
 
 // A job whose heartbeat falls due within this fraction of its interval goes along with the
@@ -17,6 +17,8 @@ const RETRY_AFTER_FAILURE_MS = 250;
 const MAX_SLEEP_MS = 1_000;
 const MAX_BATCH = 500;
 const CALL_TIMEOUT_MS = 10_000;
+// A confirmation call ends this long before the earliest lease it confirms would expire.
+const CONFIRM_MARGIN_MS = 50;
 
 /** @typedef {import('./running.js').RunningJob} RunningJob */
 
@@ -103,7 +105,8 @@ export class Heartbeats {
         this.stub,
         'HeartbeatBatch',
         { heartbeats: requests },
-        { timeoutMs: CALL_TIMEOUT_MS },
+        // waitForReady: during a coordinator blip, wait for the reconnect; the lease holds.
+        { timeoutMs: CALL_TIMEOUT_MS, waitForReady: true },
       );
     } catch (/** @type {any} */ error) {
       this.logger.warn(`heartbeats failed (${codeName(error.code)}: ${error.details}); retrying`);
@@ -131,6 +134,47 @@ export class Heartbeats {
         );
         this.#failed([running], [requests[i]]);
       }
+    });
+  }
+
+  /**
+   * Confirms the leases of a Lease reply taken with confirm, in one HeartbeatBatch, before any
+   * of its jobs runs; resolves to the jobs confirmed. A job the coordinator refused (its window
+   * passed) is not run: it is AVAILABLE again. If the call fails until the first window would
+   * pass, none is run: the coordinator hands them back unconfirmed.
+   * @param {any[]} jobs LeasedJobs
+   * @param {number} windowMs the confirm_within the Lease asked for
+   * @returns {Promise<any[]>}
+   */
+  async confirm(jobs, windowMs) {
+    // The window as the coordinator cut it to each job's lease, measured here rather than by
+    // comparing clocks with the coordinator's leaseExpiresAt.
+    let timeoutMs = windowMs;
+    for (const job of jobs) {
+      const leaseMs = msOf(job.leaseDuration);
+      if (leaseMs !== null) timeoutMs = Math.min(timeoutMs, leaseMs);
+    }
+    const requests = jobs.map((job) => ({ jobId: job.jobId, leaseToken: job.leaseToken }));
+    let reply;
+    try {
+      reply = await unary(
+        this.stub,
+        'HeartbeatBatch',
+        { heartbeats: requests },
+        { timeoutMs: Math.max(timeoutMs - CONFIRM_MARGIN_MS, CONFIRM_MARGIN_MS), waitForReady: true },
+      );
+    } catch (/** @type {any} */ error) {
+      this.logger.warn(
+        `confirming ${jobs.length} leases failed (${codeName(error.code)}: ${error.details}); ` +
+          'the coordinator hands them back',
+      );
+      return [];
+    }
+    return jobs.filter((job, i) => {
+      const result = reply.results[i];
+      if (result.code === grpc.status.OK) return true;
+      this.logger.warn(`lease on job ${job.jobId} not confirmed: ${result.message}`);
+      return false;
     });
   }
 

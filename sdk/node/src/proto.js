@@ -78,6 +78,10 @@ export function openStub(
     new Service(address, channelCredentials, {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+      // Reconnect soon after a coordinator blip (a restart, a failover): gRPC's default backs
+      // off to 120 s, far longer than a lease; heartbeats (waitForReady) wait for the reconnect.
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 2_000,
       ...channelOptions,
       ...(bearer ? { interceptors: [bearerInterceptor(bearer)] } : {}),
     })
@@ -134,19 +138,27 @@ export function timestampOf(date) {
  * @param {Record<string, Function>} stub
  * @param {string} method
  * @param {object} request
+ * `waitForReady`: while the channel (re)connects, the call waits for it, up to its deadline,
+ * instead of failing at once with UNAVAILABLE.
  * @param {{timeoutMs?: number, onCall?: (call: grpc.ClientUnaryCall) => void,
- *   metadata?: grpc.Metadata}} [options] `metadata`: sent with the call (a traceparent)
+ *   metadata?: grpc.Metadata, waitForReady?: boolean}} [options] `metadata`: sent with the
+ *   call (a traceparent)
  * @returns {Promise<any>}
  */
-export function unary(stub, method, request, { timeoutMs, onCall, metadata } = {}) {
+export function unary(stub, method, request, { timeoutMs, onCall, metadata, waitForReady } = {}) {
   return new Promise((resolve, reject) => {
     const callOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
     const done = (/** @type {any} */ error, /** @type {any} */ reply) =>
       error ? reject(error) : resolve(reply);
+    let sent = metadata;
+    if (waitForReady) {
+      sent = metadata === undefined ? new grpc.Metadata() : metadata.clone();
+      sent.setOptions({ waitForReady: true });
+    }
     const call =
-      metadata === undefined
+      sent === undefined
         ? stub[method](request, callOptions, done)
-        : stub[method](request, metadata, callOptions, done);
+        : stub[method](request, sent, callOptions, done);
     onCall?.(call);
   });
 }

@@ -89,6 +89,12 @@ const STOPPED = Symbol('stopped');
  * @property {boolean} [declareTaskTypes] name the handlers' task types and versions in every
  *   Lease, so that the coordinator hands out only jobs this worker can run (default true;
  *   false: any job of the queues)
+ * @property {boolean} [confirmLeases] lease confirmation: every Lease asks the coordinator to
+ *   hold its jobs unconfirmed, and the worker confirms each reply at once with one
+ *   HeartbeatBatch before running its jobs, so a reply lost on the way (a long-poll cancelled
+ *   as it was sent) costs its jobs only confirmWithinMs, never an attempt (default true)
+ * @property {number} [confirmWithinMs] how long the coordinator waits for that confirmation,
+ *   at most each job's lease (10 s)
  * @property {string} [protoPath] directory holding conveyor/v1/coordinator.proto
  * @property {import('@grpc/grpc-js').ChannelCredentials} [credentials] for TLS
  * @property {Buffer} [tlsRootCertificates] TLS trusting this CA (PEM), instead of credentials
@@ -329,6 +335,10 @@ export class Worker {
       maxJobs: free,
       wait: durationOf(leaseWaitMs),
       taskTypes: this.#declaredTaskTypes(),
+      // Lease confirmation: the jobs are held unconfirmed until #heartbeats.confirm below.
+      ...(this.config.confirmLeases
+        ? { confirm: true, confirmWithin: durationOf(this.config.confirmWithinMs) }
+        : {}),
     };
     let reply;
     try {
@@ -341,12 +351,16 @@ export class Worker {
     } finally {
       this.#leaseCall = null;
     }
+    let jobs = reply.jobs;
+    if (jobs.length > 0 && this.config.confirmLeases && !this.#stopping.isSet && this.#heartbeats) {
+      jobs = await this.#heartbeats.confirm(jobs, this.config.confirmWithinMs);
+    }
     if (this.#stopping.isSet) {
       // Released without counting an attempt, so another worker can take them at once.
-      for (const job of reply.jobs) this.#receipts?.send(receipt(job, 'OUTCOME_RELEASE'));
+      for (const job of jobs) this.#receipts?.send(receipt(job, 'OUTCOME_RELEASE'));
       return [];
     }
-    return reply.jobs;
+    return jobs;
   }
 
   /**
@@ -598,6 +612,8 @@ function workerConfig(options) {
     receiptBatchSize: options.receiptBatchSize ?? 100,
     receiptRetryForMs: options.receiptRetryForMs ?? 30_000,
     declareTaskTypes: options.declareTaskTypes ?? true,
+    confirmLeases: options.confirmLeases ?? true,
+    confirmWithinMs: options.confirmWithinMs ?? 10_000,
     protoPath: options.protoPath,
     credentials: options.credentials,
     tlsRootCertificates: options.tlsRootCertificates,
@@ -620,6 +636,9 @@ function workerConfig(options) {
   }
   if (!(config.shutdownGraceMs >= 0)) throw new RangeError('shutdownGraceMs must not be negative');
   if (!(config.receiptBatchSize >= 1)) throw new RangeError('receiptBatchSize must be at least 1');
+  if (!(config.confirmWithinMs >= 1 && config.confirmWithinMs <= 86_400_000)) {
+    throw new RangeError('confirmWithinMs must be between 1 ms and 24 h (10 s is usual)');
+  }
   return config;
 }
 

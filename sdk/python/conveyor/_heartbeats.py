@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 
@@ -28,6 +29,8 @@ _RETRY_AFTER_FAILURE = 0.25
 _MAX_SLEEP = 1.0
 _MAX_BATCH = 500
 _CALL_TIMEOUT = 10.0
+# A confirmation call ends this long before the earliest lease it confirms would expire.
+_CONFIRM_MARGIN = 0.05
 
 
 class Heartbeats:
@@ -87,8 +90,12 @@ class Heartbeats:
     async def _send(self, due: list[RunningJob]) -> None:
         requests = [self._request(r) for r in due]
         try:
+            # wait_for_ready: during a coordinator blip the call waits for the channel to
+            # reconnect instead of failing at once; the lease holds meanwhile.
             reply = await self._stub.HeartbeatBatch(
-                pb.HeartbeatBatchRequest(heartbeats=requests), timeout=_CALL_TIMEOUT
+                pb.HeartbeatBatchRequest(heartbeats=requests),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as error:
             log.warning("heartbeats failed (%s: %s); retrying", error.code().name, error.details())
@@ -113,6 +120,43 @@ class Heartbeats:
                 )
                 self._failed([running], [request])
 
+    async def confirm(self, jobs: Sequence[pb.LeasedJob], window: float) -> list[pb.LeasedJob]:
+        """Confirms the leases of a Lease reply (taken with confirm) in one HeartbeatBatch,
+        before any of its jobs runs; returns the jobs confirmed. A job the coordinator refused
+        (its window passed) is not run: it is AVAILABLE again. If the call fails until the
+        first window would pass, none is run: the coordinator hands them back unconfirmed."""
+        requests = [pb.HeartbeatRequest(job_id=j.job_id, lease_token=j.lease_token) for j in jobs]
+        # The window, as the coordinator cut it to each job's lease (measured here, not by
+        # comparing clocks with the coordinator's lease_expires_at).
+        timeout = (
+            min(
+                [window]
+                + [_seconds(j.lease_duration) for j in jobs if j.HasField("lease_duration")]
+            )
+            - _CONFIRM_MARGIN
+        )
+        try:
+            reply = await self._stub.HeartbeatBatch(
+                pb.HeartbeatBatchRequest(heartbeats=requests),
+                timeout=max(timeout, _CONFIRM_MARGIN),
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning(
+                "confirming %d leases failed (%s: %s); the coordinator hands them back",
+                len(jobs),
+                error.code().name,
+                error.details(),
+            )
+            return []
+        confirmed = []
+        for job, result in zip(jobs, reply.results, strict=True):
+            if result.code == 0:
+                confirmed.append(job)
+            else:
+                log.warning("lease on job %s not confirmed: %s", job.job_id, result.message)
+        return confirmed
+
     @staticmethod
     def _request(running: RunningJob) -> pb.HeartbeatRequest:
         running.next_heartbeat = time.monotonic() + running.interval
@@ -128,3 +172,7 @@ class Heartbeats:
             running.next_heartbeat = min(running.next_heartbeat, retry_at)
             if request.HasField("checkpoint"):
                 running.context._unsent_again(request.checkpoint)
+
+
+def _seconds(duration: Any) -> float:
+    return float(duration.seconds + duration.nanos / 1e9)

@@ -45,6 +45,12 @@ _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    # Reconnect soon after a coordinator blip (a restart, a failover): gRPC's own default
+    # backs off to 120 s, far longer than a lease, and heartbeats sent with wait_for_ready
+    # wait for the reconnect. (Not grpc.min_reconnect_backoff_ms: gRPC uses it as the connect
+    # timeout, and a short one fails handshakes on a busy machine.)
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
 # WaitJob long-polls at most this long per call; longer waits loop.
 _MAX_WAIT_PER_CALL = 300.0

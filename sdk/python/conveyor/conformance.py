@@ -284,6 +284,23 @@ class Kit:
             job_id, lambda j: j.state == JobState.LEASED, "a worker to lease it", worker
         )
 
+    async def wait_running(self, job_id: str, worker: WorkerProcess) -> Job:
+        """The job once leased and, when the worker leases with confirmation (Lease.confirm),
+        confirmed by a heartbeat: only then does a worker run it, and only then does a lost
+        lease cost an attempt (an unconfirmed one is handed back unspent)."""
+        job = await self.wait_leased(job_id, worker)
+        if any(call.request.confirm for call in self.tap.leases):
+
+            def confirmed() -> list[Any]:
+                return [
+                    b
+                    for b in self.tap.heartbeats
+                    if b.job_id == job_id and b.code == grpc.StatusCode.OK
+                ]
+
+            await self.wait_tap(confirmed, "the worker to confirm its lease", worker)
+        return job
+
 
 def expect(condition: bool, message: str) -> None:
     if not condition:
@@ -359,7 +376,7 @@ async def timeout_and_re_lease(kit: Kit) -> str:
         max_attempts=3,
         retry_policy=FAST_RETRY,
     )
-    await kit.wait_leased(enqueued.job_id, worker)
+    await kit.wait_running(enqueued.job_id, worker)
     # Mid-job, with no chance to report: the lease must run out and the job come back.
     worker.signal(signal.SIGKILL)
     await worker.wait(_WORKER_STOP_TIMEOUT)
@@ -408,7 +425,7 @@ async def cancellation(kit: Kit) -> str:
     enqueued = await kit.client.enqueue(
         kit.queue, "conformance.wait_for_cancel", lease_duration=1.5, max_attempts=1
     )
-    await kit.wait_leased(enqueued.job_id, worker)
+    await kit.wait_running(enqueued.job_id, worker)
     await kit.client.cancel_job(enqueued.job_id)
     job = await kit.wait_terminal(enqueued.job_id, worker)
     expect_state(job, JobState.CANCELLED)
@@ -556,7 +573,7 @@ async def fencing(kit: Kit) -> str:
             kit.queue, "conformance.sleep", b"60000", lease_duration=1.5, max_attempts=1
         )
     ).job_id
-    await kit.wait_leased(lost, worker)
+    await kit.wait_running(lost, worker)
     kit.tap.fence(lost)
 
     def fenced_beat() -> list[Any]:
@@ -592,7 +609,7 @@ async def receipt_across_restart(kit: Kit) -> str:
             kit.queue, "conformance.sleep", b"1500", lease_duration=30, max_attempts=1
         )
     ).job_id
-    await kit.wait_leased(job_id, worker)
+    await kit.wait_running(job_id, worker)
     await kit.coordinator.stop()
 
     def refused() -> list[Any]:

@@ -86,6 +86,14 @@ class WorkerConfig:
     # Name the registered task types (and contract versions) in every Lease, so that the
     # coordinator hands this worker only jobs it has a handler for. Off: any job of the queues.
     declare_task_types: bool = True
+    # Lease confirmation: every Lease asks the coordinator to hold its jobs unconfirmed, and
+    # the worker confirms each reply at once with one HeartbeatBatch before running its jobs.
+    # A reply lost on the way (a long-poll cancelled as it was sent) then costs its jobs
+    # only confirm_within, never an attempt. Off: leases run unconfirmed (coordinators older
+    # than lease confirmation ignore the request's field, and the confirmation is harmless).
+    confirm_leases: bool = True
+    # How long the coordinator waits for that confirmation (at most each job's lease).
+    confirm_within: float = 10.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -100,6 +108,8 @@ class WorkerConfig:
             raise ValueError("shutdown_grace must not be negative")
         if self.receipt_batch_size < 1:
             raise ValueError("receipt_batch_size must be at least 1")
+        if not 0.001 <= self.confirm_within <= 86400:
+            raise ValueError("confirm_within must be between 1 ms and 24 h (10 s is usual)")
 
 
 @dataclass(frozen=True)
@@ -419,6 +429,9 @@ class Worker:
             wait=_convert.duration(self.config.lease_wait),
             task_types=self._declared_task_types(),
         )
+        if self.config.confirm_leases:
+            request.confirm = True
+            request.confirm_within.CopyFrom(_convert.duration(self.config.confirm_within))
         call = stub.Lease(request, timeout=self.config.lease_wait + _LEASE_CALL_SLACK)
         lease: asyncio.Future[pb.LeaseResponse] = asyncio.ensure_future(call)
         await asyncio.wait((lease, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -435,7 +448,10 @@ class Worker:
             if self._stopping.is_set():
                 return ()
             lease.result()  # raises the AioRpcError
-        jobs = lease.result().jobs
+        jobs: Sequence[pb.LeasedJob] = lease.result().jobs
+        if jobs and self.config.confirm_leases and not self._stopping.is_set():
+            assert self._heartbeats is not None
+            jobs = await self._heartbeats.confirm(jobs, self.config.confirm_within)
         if self._stopping.is_set():
             # The reply raced stop(): hand these back unstarted, without counting an attempt.
             for job in jobs:

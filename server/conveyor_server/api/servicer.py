@@ -113,6 +113,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
             wait,
             task_types=params.task_types,
             reply_limit=validation.reply_limit(request.max_reply_bytes, self._limits),
+            confirm_within=params.confirm_within,
         )
         if not leased:
             return pb.LeaseResponse()
@@ -121,7 +122,9 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         # grpc.aio tells a unary handler of a cancel only while it runs (as CancelledError),
         # never after it returns (a done callback sees cancelled() == False), so ask the
         # transport before replying: sending the headers fails, or lets the cancel in, when
-        # the call has ended. A cancel still in flight after this point is not seen.
+        # the call has ended. A cancel still in flight after this point is not seen; the
+        # caller's library then drops the reply, and only lease confirmation (confirm) gets
+        # those jobs back before their lease expires.
         try:
             reply = pb.LeaseResponse(jobs=[convert.leased_job(job) for job in leased])
             await context.send_initial_metadata(())

@@ -61,6 +61,9 @@ MAX_LEASE_WAIT: Micros = 30 * MICROS_PER_SECOND
 MAX_WAIT_JOB_TIMEOUT: Micros = 300 * MICROS_PER_SECOND
 DEFAULT_WAIT_JOB_TIMEOUT: Micros = 30 * MICROS_PER_SECOND
 MAX_LEASE_DURATION: Micros = 24 * 3600 * MICROS_PER_SECOND
+# LeaseRequest.confirm_within when confirm is set without it, and its shortest value.
+DEFAULT_CONFIRM_WITHIN: Micros = 10 * MICROS_PER_SECOND
+MIN_CONFIRM_WITHIN: Micros = 1000
 MAX_MAX_ATTEMPTS = 10_000
 MAX_JOBS_PER_LEASE = 1000
 MAX_JOBS_PER_BATCH = 10_000
@@ -300,6 +303,24 @@ class LeaseInput:
     max_jobs: int
     wait_seconds: float
     task_types: tuple[TaskTypeRef, ...] = ()
+    # None: no lease confirmation (LeaseRequest.confirm false).
+    confirm_within: Micros | None = None
+
+
+def _confirm_within(request: pb.LeaseRequest) -> Micros | None:
+    """The confirmation window a Lease asks for; None without confirm."""
+    if not request.confirm:
+        if request.HasField("confirm_within"):
+            raise InvalidArgument(
+                "confirm_within is set but confirm is false: set confirm to hold the leases "
+                "unconfirmed, or leave confirm_within unset"
+            )
+        return None
+    window = _optional_duration(request, "confirm_within", "", DEFAULT_CONFIRM_WITHIN)
+    assert window is not None
+    if not MIN_CONFIRM_WITHIN <= window <= MAX_LEASE_DURATION:
+        raise InvalidArgument("confirm_within must be between 1 ms and 24 h (unset: 10 s)")
+    return window
 
 
 def lease(request: pb.LeaseRequest) -> LeaseInput:
@@ -342,6 +363,7 @@ def lease(request: pb.LeaseRequest) -> LeaseInput:
         max_jobs=request.max_jobs or 1,
         wait_seconds=wait / MICROS_PER_SECOND,
         task_types=refs,
+        confirm_within=_confirm_within(request),
     )
 
 

@@ -168,8 +168,10 @@ class JobService:
         *,
         task_types: tuple[TaskTypeRef, ...] = (),
         reply_limit: ReplyLimit | None = None,
+        confirm_within: Micros | None = None,
     ) -> list[LeasedJob]:
-        """Claims up to max_jobs; long-polls up to wait_seconds for work to become due."""
+        """Claims up to max_jobs; long-polls up to wait_seconds for work to become due.
+        `confirm_within`: hold the leases unconfirmed for that long (see LeaseParams)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         capability = _capability(task_types)
@@ -187,6 +189,7 @@ class JobService:
                         now=self._clock.now(),
                         task_types=task_types,
                         reply_limit=reply_limit,
+                        confirm_within=confirm_within,
                     )
                     batch = self._known_dry(params) or await self._claim(params)
                     if batch.left_behind and batch.jobs:
@@ -340,11 +343,18 @@ class JobService:
         return outcomes
 
     def after_expiry(self, expired: Sequence[TransitionResult]) -> None:
-        """Leases the reaper ended because they expired without a receipt."""
+        """Leases the reaper ended because they expired without a receipt; those taken with
+        confirmation and never confirmed were handed back (their reply never reached a
+        worker, most likely), which is no failure of the job."""
         now = self._clock.now()
-        for result in expired:
+        lost = [result for result in expired if not result.unconfirmed]
+        unconfirmed = [result for result in expired if result.unconfirmed]
+        for result in lost:
             self._metrics.finished(result, Finish.EXPIRED, now)
-        self.after_transitions(expired, event="job.lease_expired")
+        for result in unconfirmed:
+            self._metrics.finished(result, Finish.UNCONFIRMED, now)
+        self.after_transitions(lost, event="job.lease_expired")
+        self.after_transitions(unconfirmed, event="job.lease_unconfirmed")
 
     def after_transitions(
         self, results: Sequence[TransitionResult], event: str | None = None, *, leased: bool = True

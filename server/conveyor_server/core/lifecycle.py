@@ -144,12 +144,41 @@ def decide_receipt(
     return _retry_or_dead_letter(holder, error, receipt.retry_after, now, rng)
 
 
+def decide_unconfirmed(holder: LeaseHolder, now: Micros) -> Transition:
+    """A lease taken with confirmation whose window passed unconfirmed: the reply never
+    reached a worker that would run the job (it cancelled the call as the reply was sent,
+    say), so the job is handed back as a RELEASE would: AVAILABLE at once, its attempt not
+    counted, no backoff, never FAILED. A job asked to stop meanwhile is CANCELLED, unrun."""
+    if holder.cancel_requested:
+        return Transition(
+            state=JobState.CANCELLED,
+            run_at=None,
+            attempt_delta=-1,
+            result=None,
+            error=None,
+            finished_at=now,
+            history_outcome=Outcome.RELEASE,
+        )
+    return Transition(
+        state=JobState.AVAILABLE,
+        run_at=now,
+        attempt_delta=-1,
+        result=None,
+        error=None,
+        finished_at=None,
+        history_outcome=Outcome.RELEASE,
+    )
+
+
 def decide_lease_expired(holder: LeaseHolder, now: Micros, rng: random.Random) -> Transition:
-    """A lease ran out without a receipt: a failed attempt, retried by policy.
+    """A lease ran out without a receipt: a failed attempt, retried by policy (or, for a
+    lease nobody confirmed, a hand-back: see decide_unconfirmed).
 
     The backoff counts from the start of the lost lease, not from its expiry: the job has
     already waited out the lease, so a worker that died is replaced as soon as the lease
     ends (while a job that keeps killing its workers still backs off exponentially)."""
+    if holder.unconfirmed:
+        return decide_unconfirmed(holder, now)
     if holder.cancel_requested:
         return _cancelled(holder, Outcome.UNSPECIFIED, LEASE_EXPIRED_ERROR, now)
     if holder.attempt >= holder.max_attempts:

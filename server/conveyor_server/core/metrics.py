@@ -21,6 +21,7 @@ class Finish(enum.Enum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     RELEASED = "released"  # handed back: the attempt does not count
+    UNCONFIRMED = "unconfirmed"  # a lease nobody confirmed, handed back: the attempt does not count
 
 
 class Metrics(Protocol):

@@ -291,6 +291,18 @@ class LeaseParams:
     task_types: tuple[TaskTypeRef, ...] = ()
     # None: no limit on the reply's size.
     reply_limit: ReplyLimit | None = None
+    # Lease confirmation: the jobs are held unconfirmed for this long (at most their own
+    # lease_duration); a window that passes without a heartbeat or receipt hands them back.
+    # None: an ordinary lease, for the job's full lease_duration.
+    confirm_within: Micros | None = None
+
+
+def first_lease(lease_duration: Micros, confirm_within: Micros | None) -> Micros:
+    """How long a lease runs from its claim: the job's lease_duration, or the confirmation
+    window when one was asked for and is shorter."""
+    if confirm_within is None:
+        return lease_duration
+    return min(lease_duration, confirm_within)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +342,8 @@ class LeaseHolder:
     leased_by: str
     leased_at: Micros
     cancel_requested: bool
+    # Leased with confirmation, and neither heartbeat nor receipt has confirmed it yet.
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +371,7 @@ class TransitionResult:
     state: JobState
     run_at: Micros | None
     replayed: bool = False  # a repeated receipt: nothing changed
+    unconfirmed: bool = False  # a lease handed back because nobody confirmed it
 
 
 @dataclass(frozen=True, slots=True)

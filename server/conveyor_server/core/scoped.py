@@ -23,6 +23,7 @@ from conveyor_server.core.model import (
     JobSpecInput,
     LeasedJob,
     ListJobsParams,
+    Micros,
     Queue,
     QueueConfig,
     ReceiptParams,
@@ -76,6 +77,7 @@ class Namespaced:
         *,
         task_types: tuple[TaskTypeRef, ...] = (),
         reply_limit: ReplyLimit | None = None,
+        confirm_within: Micros | None = None,
     ) -> list[LeasedJob]:
         leased = await self._s.jobs.lease(
             worker_id,
@@ -84,6 +86,7 @@ class Namespaced:
             wait_seconds,
             task_types=tuple(self.scope.task_type_ref_in(t) for t in task_types),
             reply_limit=reply_limit,
+            confirm_within=confirm_within,
         )
         return [self.scope.leased_out(job) for job in leased]
 

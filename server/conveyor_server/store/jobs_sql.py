@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from random import Random
 from typing import Any
 
@@ -107,7 +108,12 @@ HOLDER_COLUMNS = [
     jobs.c.leased_at,
     jobs.c.cancel_requested,
     jobs.c.receipt_digest,
+    jobs.c.lease_unconfirmed,
 ]
+
+# NULL for an ordinary lease (the CASE then keeps lease_duration); cast, as PostgreSQL cannot
+# tell a bare parameter's type when it is NULL.
+_WINDOW = sa.cast(sa.bindparam("b_window", type_=sa.BigInteger), sa.BigInteger)
 
 _CLAIM = Prepared(
     sa.update(jobs)
@@ -118,7 +124,13 @@ _CLAIM = Prepared(
         lease_token=sa.bindparam("b_token"),
         leased_by=sa.bindparam("b_worker"),
         leased_at=sa.bindparam("b_now"),
-        lease_expires_at=jobs.c.lease_duration + sa.bindparam("b_now"),
+        # Lease confirmation: a lease taken with confirm_within (b_window) runs only that long,
+        # unless the job's own lease_duration is shorter, until a heartbeat confirms it.
+        lease_expires_at=sa.case(
+            (jobs.c.lease_duration > _WINDOW, _WINDOW), else_=jobs.c.lease_duration
+        )
+        + sa.bindparam("b_now"),
+        lease_unconfirmed=sa.bindparam("b_unconfirmed", type_=sa.Boolean),
     )
 )
 
@@ -133,6 +145,7 @@ _EXTEND = Prepared(
     .where(_FENCED)
     .values(
         lease_expires_at=sa.bindparam("b_expires"),
+        lease_unconfirmed=sa.false(),  # any heartbeat confirms a lease
         checkpoint=sa.func.coalesce(
             sa.bindparam("b_checkpoint", type_=sa.LargeBinary), jobs.c.checkpoint
         ),
@@ -151,6 +164,7 @@ _TRANSITION_VALUES: dict[str, Any] = {
     "lease_expires_at": sa.null(),
     "lease_token": sa.bindparam("b_new_token", type_=sa.String),
     "receipt_digest": sa.bindparam("b_receipt_digest", type_=sa.String),
+    "lease_unconfirmed": sa.false(),
 }
 
 _APPLY_TRANSITION = Prepared(sa.update(jobs).where(_FENCED).values(**_TRANSITION_VALUES))
@@ -282,7 +296,7 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
     rows, left_behind = rows_that_fit(conn, plan, params.reply_limit)
     tokens = lease_tokens(plan.chosen)
     # Built from the rows read before the claim, with what _CLAIM sets: no second read.
-    leased = readable_jobs(plan, rows, tokens, params.now, codec_of(conn))
+    leased = readable_jobs(plan, rows, tokens, params, codec_of(conn))
     chosen = plan.chosen
     if not chosen:
         return LeaseBatch(
@@ -297,6 +311,8 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
                 "b_token": tokens[job_id],
                 "b_worker": params.worker_id,
                 "b_now": params.now,
+                "b_window": params.confirm_within,
+                "b_unconfirmed": params.confirm_within is not None,
             }
             for job_id in chosen
         ],
@@ -313,7 +329,7 @@ def readable_jobs(
     plan: queues_sql.DispatchPlan,
     rows: dict[str, sa.Row[Any]],
     tokens: dict[str, str],
-    now: Micros,
+    params: LeaseParams,
     blobs: BlobCodec,
 ) -> list[LeasedJob]:
     """The chosen jobs as workers receive them. A job whose payload or checkpoint cannot be
@@ -322,7 +338,9 @@ def readable_jobs(
     leased: list[LeasedJob] = []
     for job_id in list(plan.chosen):
         try:
-            leased.append(claimed_job(rows[job_id], tokens[job_id], now, blobs))
+            leased.append(
+                claimed_job(rows[job_id], tokens[job_id], params.now, params.confirm_within, blobs)
+            )
         except BlobUnreadable as unreadable:
             log.error("lease.job_unreadable", job_id=job_id, error=str(unreadable))
             plan.chosen.remove(job_id)
@@ -489,7 +507,8 @@ def rescue_rows(
         )
         counts.moved(conn, row.queue, row.task_type, JobState.LEASED, transition.state)
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
-        outcomes.append(transition_result(holder, transition))
+        done = transition_result(holder, transition)
+        outcomes.append(replace(done, unconfirmed=True) if holder.unconfirmed else done)
     if updates:
         _APPLY_TRANSITION.executemany(conn, updates)
         _RECORD_ATTEMPT.executemany(conn, history)

@@ -25,6 +25,7 @@ from conveyor_server.core.model import (
     RetryPolicy,
     TransitionResult,
     Version,
+    first_lease,
 )
 from conveyor_server.errors import (
     AlreadyExists,
@@ -74,6 +75,7 @@ def job_row(
         "parent_job_id": job.parent_job_id,
         "depth": depth,
         "cancel_requested": False,
+        "lease_unconfirmed": False,
         "created_at": job.created_at,
         "throttle_key": job.throttle_key,
         "traceparent": job.traceparent,
@@ -180,6 +182,7 @@ def lease_holder(row: sa.Row[Any]) -> LeaseHolder:
         leased_by=row.leased_by or "",
         leased_at=row.leased_at or 0,
         cancel_requested=bool(row.cancel_requested),
+        unconfirmed=bool(row.lease_unconfirmed),
     )
 
 
@@ -354,10 +357,13 @@ def job_from_row(row: sa.Row[Any], attempts: tuple[Attempt, ...], blobs: BlobCod
     )
 
 
-def claimed_job(row: sa.Row[Any], token: str, now: Micros, blobs: BlobCodec) -> LeasedJob:
+def claimed_job(
+    row: sa.Row[Any], token: str, now: Micros, confirm_within: Micros | None, blobs: BlobCodec
+) -> LeasedJob:
     """The job as a worker receives it, from its row as read just before the claim, with what
-    the claim set: the token, the next attempt and the expiry. BlobUnreadable when its
-    payload or checkpoint cannot be opened."""
+    the claim set: the token, the next attempt and the expiry (the confirmation window's end
+    for a lease taken with confirmation). BlobUnreadable when its payload or checkpoint cannot
+    be opened."""
     return LeasedJob(
         job_id=row.id,
         lease_token=token,
@@ -366,7 +372,7 @@ def claimed_job(row: sa.Row[Any], token: str, now: Micros, blobs: BlobCodec) -> 
         payload=blobs.open(row.id, "payload", row.payload) or b"",
         attempt=row.attempt + 1,
         max_attempts=row.max_attempts,
-        lease_expires_at=now + row.lease_duration,
+        lease_expires_at=now + first_lease(row.lease_duration, confirm_within),
         lease_duration=row.lease_duration,
         checkpoint=blobs.open(row.id, "checkpoint", row.checkpoint),
         created_at=row.created_at,

@@ -58,6 +58,9 @@ jobs = sa.Table(
     sa.Column("receipt_digest", sa.String(64)),
     # The producer's W3C traceparent (55 characters), handed to every attempt's worker.
     sa.Column("traceparent", sa.String(55)),
+    # Leased with confirmation (LeaseRequest.confirm) and not yet confirmed by a heartbeat:
+    # when its lease expires the job is handed back, its attempt not counted.
+    sa.Column("lease_unconfirmed", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # Dispatch order: priority first, then due time, then creation (ids sort by creation).

@@ -606,6 +606,8 @@ class LeaseRequest(_message.Message):
     WAIT_FIELD_NUMBER: _builtins.int
     TASK_TYPES_FIELD_NUMBER: _builtins.int
     MAX_REPLY_BYTES_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    CONFIRM_WITHIN_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     max_jobs: _builtins.int
     """Default 1."""
@@ -617,6 +619,18 @@ class LeaseRequest(_message.Message):
     server's own max_message_bytes (GetServerInfo) are lowered to it. One job is always
     handed out, even when it alone is larger than this, if it fits max_message_bytes: set
     this to at least max_payload_bytes + max_checkpoint_bytes + 1 KiB (GetServerInfo).
+    """
+    confirm: _builtins.bool
+    """Lease confirmation (opt-in). A reply the coordinator wrote may still never reach the
+    caller: a client that cancels its long-poll (on shutdown, say) just as the reply is sent
+    discards it, and the coordinator cannot tell. With confirm set, each leased job is held
+    unconfirmed: its lease_expires_at is only confirm_within away, and the worker confirms
+    the lease with any Heartbeat (or HeartbeatBatch) for its lease_token, which extends it
+    as usual (by the job's full lease_duration when extend_by is unset), or by sending its
+    Receipt. A job whose window passes unconfirmed goes back to AVAILABLE at once, its
+    attempt not counted and without backoff (never FAILED, even with max_attempts 1).
+    Workers that set this confirm every reply at once, with one HeartbeatBatch for all its
+    jobs, before running them. false: the lease runs its full lease_duration, unconfirmed.
     """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -631,6 +645,13 @@ class LeaseRequest(_message.Message):
         same major version at that minor.patch or later; a job without one, at any version.
         """
 
+    @_builtins.property
+    def confirm_within(self) -> _duration_pb2.Duration:
+        """How long a confirm lease waits for its confirmation; only with confirm. Unset: 10 s.
+        Never longer than a job's own lease_duration (a longer one is cut to it). Between
+        1 ms and max_lease_duration (GetServerInfo).
+        """
+
     def __init__(
         self,
         *,
@@ -640,10 +661,12 @@ class LeaseRequest(_message.Message):
         wait: _duration_pb2.Duration | None = ...,
         task_types: _abc.Iterable[Global___TaskTypeRef] | None = ...,
         max_reply_bytes: _builtins.int = ...,
+        confirm: _builtins.bool = ...,
+        confirm_within: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["confirm_within", b"confirm_within", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "max_reply_bytes", b"max_reply_bytes", "queues", b"queues", "task_types", b"task_types", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm", b"confirm", "confirm_within", b"confirm_within", "max_jobs", b"max_jobs", "max_reply_bytes", b"max_reply_bytes", "queues", b"queues", "task_types", b"task_types", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

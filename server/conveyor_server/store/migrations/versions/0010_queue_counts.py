@@ -2,7 +2,7 @@
 jobs.traceparent: the producer's W3C trace context; ix_jobs_parent: a job's children
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
