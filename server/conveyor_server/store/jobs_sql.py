@@ -587,7 +587,11 @@ def rows_by_id(
     always in the same order, so two writers cannot deadlock on them."""
     rows: dict[str, sa.Row[Any]] = {}
     for chunk in chunks(sorted(set(ids))):
-        query = sa.select(*columns).where(jobs.c.id.in_(chunk)).order_by(jobs.c.id)
+        query = (
+            sa.select(*columns)
+            .where(dialects.one_of(conn.dialect, jobs.c.id, chunk))
+            .order_by(jobs.c.id)
+        )
         if lock:
             query = dialects.lock_rows(conn.dialect, query)
         result = conn.execute(query)
