@@ -162,7 +162,9 @@ def lock_rows(dialect: Dialect, query: S, *, skip_locked: bool = False) -> S:
     return query.with_for_update(skip_locked=skip_locked)
 
 
-def one_of(dialect: Dialect, column: Any, values: Sequence[str]) -> sa.ColumnElement[bool]:
+def one_of(
+    dialect: Dialect, column: sa.ColumnElement[str], values: Sequence[str]
+) -> sa.ColumnElement[bool]:
     """`column IN values`, for looking rows up by key. PostgreSQL: as `= ANY(ARRAY(SELECT
     unnest(:values)))`, which hides the list's length from the planner: it then always
     seeks the key's index. Given a plain IN list of 100 ids, it scanned the whole jobs table
@@ -172,7 +174,8 @@ def one_of(dialect: Dialect, column: Any, values: Sequence[str]) -> sa.ColumnEle
     if dialect.name != "postgresql":
         return column.in_(values)
     array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
-    return column == sa.func.any(sa.func.array(sa.select(sa.func.unnest(array)).scalar_subquery()))
+    keys = sa.func.array(sa.select(sa.func.unnest(array)).scalar_subquery())
+    return column == sa.func.any(keys)
 
 
 def _insert_ignoring_duplicate_keys(module: Any) -> Prepared:
