@@ -52,7 +52,7 @@ from conveyor_server.store import dialects
 from conveyor_server.store import queues as queues_sql
 from conveyor_server.store.contracts import WorkerDeclarations
 from conveyor_server.store.isolation import Forget, isolating, reason_of
-from conveyor_server.store.prepared import Prepared, constant
+from conveyor_server.store.prepared import Prepared, constant, execute_together
 from conveyor_server.store.queues import JobDefaults
 from conveyor_server.store.rows import (
     as_replay,
@@ -268,20 +268,13 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
         return LeaseBatch(
             jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
         )
-    queues_sql.record_dispatch(conn, plan, params.now)
     tokens = lease_tokens(chosen)
-    _CLAIM.executemany(
-        conn,
-        [
-            {
-                "b_id": job_id,
-                "b_token": token,
-                "b_worker": params.worker_id,
-                "b_now": params.now,
-            }
-            for job_id, token in tokens.items()
-        ],
-    )
+    claims = [
+        {"b_id": job_id, "b_token": token, "b_worker": params.worker_id, "b_now": params.now}
+        for job_id, token in tokens.items()
+    ]
+    # The queues' counters and buckets, then the claim: one round trip on PostgreSQL.
+    execute_together(conn, [*queues_sql.dispatch_writes(conn, plan, params.now), (_CLAIM, claims)])
     # Built from the rows read before the claim, with what _CLAIM set: no second read.
     leased = [claimed_job(rows[job_id], tokens[job_id], params.now) for job_id in chosen]
     return LeaseBatch(
@@ -402,9 +395,7 @@ def settle(
         done = transition_result(holder, transition)
         settled[receipt.job_id] = (done, digest)
         outcomes.append(done)
-    if updates:
-        _APPLY_TRANSITION.executemany(conn, updates)
-        _RECORD_ATTEMPT.executemany(conn, history)
+    execute_together(conn, [(_APPLY_TRANSITION, updates), (_RECORD_ATTEMPT, history)])
     return outcomes
 
 
@@ -440,9 +431,7 @@ def rescue_rows(
         updates.append(transition_params(row.id, row.lease_token, transition, keep_token=False))
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
         outcomes.append(transition_result(holder, transition))
-    if updates:
-        _APPLY_TRANSITION.executemany(conn, updates)
-        _RECORD_ATTEMPT.executemany(conn, history)
+    execute_together(conn, [(_APPLY_TRANSITION, updates), (_RECORD_ATTEMPT, history)])
     return outcomes
 
 
