@@ -9,6 +9,11 @@ e2e-throttled is e2e with a queue rate limit and 100 per-key buckets, all set to
 hold anything back: what checking the buckets costs. throttle runs jobs through a bucket of
 rate 100/s, burst 20, in real time, and reports the most jobs started in any one-second window
 (the limit allows 120) and the sustained rate after the burst (should be 100/s).
+e2e-2coord (PostgreSQL only) is e2e with two coordinators on one database, the batches sent to
+each in turn and one worker on each (each stops at half the jobs; the other takes the rest).
+lease-depth times one-job Leases (no wait; each job then acknowledged, untimed) with 1,000
+jobs waiting, then with --depth (1,000,000); the deep queue is filled inside the database by
+one INSERT ... SELECT copying a seed job, then ANALYZEd as autovacuum would have.
 idle-polls times single Enqueue calls (one at a time) into a queue with no long-poll waiting
 on it, then with 1,000 idle long-polls waiting on it (each job is leased by one of them,
 which acknowledges it and long-polls again): the second p50 should stay within 2x the first.
