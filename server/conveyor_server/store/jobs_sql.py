@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from conveyor_server.core.model import (
     DueTimes,
@@ -576,16 +576,16 @@ def rows_by_id(
     always in the same order, so two writers cannot deadlock on them."""
     rows: dict[str, sa.Row[Any]] = {}
     for chunk in chunks(sorted(set(ids))):
-        query = (
-            sa.select(*columns)
-            .where(dialects.one_of(conn.dialect, jobs.c.id, chunk))
-            .order_by(jobs.c.id)
-        )
-        if lock:
-            query = dialects.lock_rows(conn.dialect, query)
-        result = conn.execute(query)
+        result = conn.execute(rows_by_id_query(conn.dialect, chunk, columns, lock=lock))
         rows.update({row.id: row for row in result})
     return rows
+
+
+def rows_by_id_query(
+    dialect: Dialect, ids: Sequence[str], columns: list[Any], *, lock: bool = False
+) -> sa.Select[Any]:
+    query = sa.select(*columns).where(dialects.one_of(dialect, jobs.c.id, ids)).order_by(jobs.c.id)
+    return dialects.lock_rows(dialect, query) if lock else query
 
 
 # The basic view of a listed job leaves out its largest fields.
