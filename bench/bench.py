@@ -9,6 +9,11 @@ e2e-throttled is e2e with a queue rate limit and 100 per-key buckets, all set to
 hold anything back: what checking the buckets costs. throttle runs jobs through a bucket of
 rate 100/s, burst 20, in real time, and reports the most jobs started in any one-second window
 (the limit allows 120) and the sustained rate after the burst (should be 100/s).
+e2e-2coord (PostgreSQL only) is e2e with two coordinators on one database, the batches sent to
+each in turn and one worker on each (each stops at half the jobs; the other takes the rest).
+lease-depth times one-job Leases (no wait; each job then acknowledged, untimed) with 1,000
+jobs waiting, then with --depth (1,000,000); the deep queue is filled inside the database by
+one INSERT ... SELECT copying a seed job, then ANALYZEd as autovacuum would have.
 idle-polls times single Enqueue calls (one at a time) into a queue with no long-poll waiting
 on it, then with 1,000 idle long-polls waiting on it (each job is leased by one of them,
 which acknowledges it and long-polls again): the second p50 should stay within 2x the first.
@@ -58,15 +63,27 @@ def _free_port() -> int:
 class Server:
     """A coordinator in its own process, on a fresh SQLite file or PostgreSQL database."""
 
-    def __init__(self, synchronous: str, log_level: str, pg_url: str | None = None) -> None:
+    def __init__(
+        self,
+        synchronous: str,
+        log_level: str,
+        pg_url: str | None = None,
+        shared_with: Server | None = None,
+    ) -> None:
+        """`shared_with`: a second coordinator on that one's PostgreSQL database, which the
+        first one drops when it stops."""
         self.dir = tempfile.mkdtemp(prefix="conveyor-bench-")
         self.address = f"127.0.0.1:{_free_port()}"
         self.pg_url = pg_url
-        db = f"sqlite:///{self.dir}/bench.db"
-        if pg_url is not None:
+        self.db = f"sqlite:///{self.dir}/bench.db"
+        self.owns_database = shared_with is None
+        if shared_with is not None:
+            self.pg_url, self.pg_database = shared_with.pg_url, shared_with.pg_database
+            self.db = shared_with.db
+        elif pg_url is not None:
             self.pg_database = f"conveyor_bench_{os.getpid()}_{_free_port()}"
             _pg_admin(pg_url, f'CREATE DATABASE "{self.pg_database}"')
-            db = pg_url.rsplit("/", 1)[0] + "/" + self.pg_database
+            self.db = pg_url.rsplit("/", 1)[0] + "/" + self.pg_database
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -74,7 +91,7 @@ class Server:
                 "conveyor_server",
                 "serve",
                 "--db",
-                db,
+                self.db,
                 "--listen",
                 self.address,
                 "--sqlite-synchronous",
@@ -106,7 +123,7 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
-        if self.pg_url is not None:
+        if self.pg_url is not None and self.owns_database:
             _pg_admin(self.pg_url, f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 
 
@@ -328,20 +345,131 @@ async def idle_long_polls(address: str, polls: int = 1_000, samples: int = 200) 
     }
 
 
-Scenario = Callable[[str], Coroutine[Any, Any, dict[str, float]]]
-
-
-async def run_once(name: str, scenario: Scenario, args: argparse.Namespace) -> dict[str, float]:
-    pg_url = args.pg_url if args.db == "postgresql" else None
-    server = Server(args.synchronous, args.log_level, pg_url)
+async def end_to_end_shared(servers: list[Server], total: int) -> dict[str, float]:
+    """e2e with two coordinators on one PostgreSQL database: the producer sends its batches
+    to each in turn, and one worker is connected to each. Each worker stops after half the
+    jobs; the other then takes whatever is left, so every job runs once either way."""
+    half = total // 2
+    workers = [_start_worker(server.address, "count", half, 100) for server in servers]
+    request = pb.EnqueueBatchRequest(jobs=[_spec() for _ in range(100)])
+    channels = [grpc.aio.insecure_channel(server.address) for server in servers]
     try:
-        await server.wait_ready()
-        cpu_before = server.cpu_seconds()
-        figures = await scenario(server.address)
-        figures["server_cpu_s"] = server.cpu_seconds() - cpu_before
+        stubs = [rpc.CoordinatorServiceStub(channel) for channel in channels]
+        start = time.time()
+        for i in range(total // 100):
+            await stubs[i % len(stubs)].EnqueueBatch(request)
+        reports = await asyncio.gather(*(asyncio.to_thread(_worker_report, w) for w in workers))
+        elapsed = max(report["finished_at"] for report in reports) - start
+        succeeded = await _count_succeeded(stubs[0])
+    finally:
+        for channel in channels:
+            await channel.close(None)
+    if succeeded < half * len(servers):
+        raise RuntimeError(f"only {succeeded} of {total} jobs SUCCEEDED")
+    return {"jobs_per_s": half * len(servers) / elapsed}
+
+
+def _fill_queue(server: Server, seed_id: str, first: int, extra: int) -> None:
+    """Copies the seed job's row `extra` times, inside the database (one INSERT ... SELECT
+    over a generated series), with ids that sort after every real one: a deep queue in
+    seconds instead of an enqueue RPC per job. Then ANALYZE, as autovacuum would have by
+    the time a real queue was that deep."""
+    if server.pg_url is not None:
+        import psycopg
+
+        url = server.db.replace("+psycopg", "")
+        with psycopg.connect(url, autocommit=True) as conn:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'jobs' AND column_name <> 'id'"
+                )
+            ]
+            columns = ", ".join(names)
+            conn.execute(
+                f"INSERT INTO jobs (id, {columns}) "  # nosec B608 # names from the catalogue
+                f"SELECT 'f' || lpad(g::text, 31, '0'), {columns} "
+                "FROM jobs, generate_series(%s::bigint, %s::bigint) AS g WHERE jobs.id = %s",
+                (first, first + extra - 1, seed_id),
+            )
+            conn.execute("ANALYZE jobs")
+        return
+    import sqlite3
+
+    db = sqlite3.connect(server.db.removeprefix("sqlite:///"), timeout=60)
+    try:
+        names = [row[1] for row in db.execute("PRAGMA table_info(jobs)") if row[1] != "id"]
+        columns = ", ".join(names)
+        with db:
+            db.execute(
+                "WITH RECURSIVE g(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
+                f"INSERT INTO jobs (id, {columns}) "  # nosec B608 # names from the catalogue
+                f"SELECT printf('f%031d', n), {columns} FROM jobs, g WHERE jobs.id = ?",
+                (first, first + extra - 1, seed_id),
+            )
+        db.execute("ANALYZE")
+    finally:
+        db.close()
+
+
+async def lease_at_depth(server: Server, depths: list[int], samples: int) -> dict[str, float]:
+    """Lease latency (one Lease of one job, no wait, then its receipt, untimed) with
+    `depths[0]` jobs waiting, then with the queue filled up to `depths[1]`."""
+    figures: dict[str, float] = {}
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        seed = await stub.Enqueue(pb.EnqueueRequest(job=_spec()))
+        waiting, filled = 1, 0
+        for depth in depths:
+            await asyncio.to_thread(_fill_queue, server, seed.job_id, filled, depth - waiting)
+            filled += depth - waiting
+            waiting = depth
+            latencies = []
+            for _ in range(samples):
+                start = time.perf_counter()
+                reply = await stub.Lease(
+                    pb.LeaseRequest(worker_id="bench", queues=[QUEUE], max_jobs=1)
+                )
+                latencies.append((time.perf_counter() - start) * 1000)
+                for job in reply.jobs:
+                    await stub.Receipt(
+                        pb.ReceiptRequest(
+                            job_id=job.job_id,
+                            lease_token=job.lease_token,
+                            outcome=pb.OUTCOME_SUCCESS,
+                        )
+                    )
+                waiting -= len(reply.jobs)
+            latencies.sort()
+            figures[f"p50_ms_{depth}"] = statistics.median(latencies)
+            figures[f"p99_ms_{depth}"] = latencies[
+                min(len(latencies) - 1, int(len(latencies) * 0.99))
+            ]
+    figures["p50_ratio"] = figures[f"p50_ms_{depths[1]}"] / figures[f"p50_ms_{depths[0]}"]
+    return figures
+
+
+Scenario = Callable[[list[Server]], Coroutine[Any, Any, dict[str, float]]]
+
+
+async def run_once(
+    name: str, scenario: Scenario, args: argparse.Namespace, coordinators: int = 1
+) -> dict[str, float]:
+    pg_url = args.pg_url if args.db == "postgresql" else None
+    servers = [Server(args.synchronous, args.log_level, pg_url)]
+    try:
+        await servers[0].wait_ready()  # the database is migrated before the second starts
+        for _ in range(coordinators - 1):
+            servers.append(Server(args.synchronous, args.log_level, shared_with=servers[0]))
+            await servers[-1].wait_ready()
+        cpu_before = sum(server.cpu_seconds() for server in servers)
+        figures = await scenario(servers)
+        figures["server_cpu_s"] = sum(server.cpu_seconds() for server in servers) - cpu_before
         return figures
     finally:
-        server.stop()
+        for server in reversed(servers):  # the first one drops the database
+            server.stop()
 
 
 def main() -> None:
@@ -351,7 +479,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["single", "batch", "e2e", "latency", "e2e-throttled", "throttle", "idle-polls"],
+        choices=[
+            "single",
+            "batch",
+            "e2e",
+            "latency",
+            "e2e-throttled",
+            "throttle",
+            "idle-polls",
+            "e2e-2coord",
+            "lease-depth",
+        ],
         action="append",
     )
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
@@ -363,24 +501,41 @@ def main() -> None:
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL database to create the bench databases from (--db postgresql)",
     )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=1_000_000,
+        help="lease-depth: the deep queue's jobs (the shallow one holds 1,000)",
+    )
     args = parser.parse_args()
 
     scenarios: dict[str, Scenario] = {
-        "single": lambda address: enqueue_single(address, 8_000),
-        "batch": lambda address: enqueue_batch(address, 50_000),
-        "e2e": lambda address: end_to_end(address, args.jobs),
-        "latency": lambda address: start_latency(address, 300),
-        "e2e-throttled": lambda address: end_to_end(address, args.jobs, throttled=True),
-        "throttle": throttle_accuracy,
-        "idle-polls": idle_long_polls,
+        "single": lambda servers: enqueue_single(servers[0].address, 8_000),
+        "batch": lambda servers: enqueue_batch(servers[0].address, 50_000),
+        "e2e": lambda servers: end_to_end(servers[0].address, args.jobs),
+        "latency": lambda servers: start_latency(servers[0].address, 300),
+        "e2e-throttled": lambda servers: end_to_end(servers[0].address, args.jobs, throttled=True),
+        "throttle": lambda servers: throttle_accuracy(servers[0].address),
+        "idle-polls": lambda servers: idle_long_polls(servers[0].address),
+        "e2e-2coord": lambda servers: end_to_end_shared(servers, args.jobs),
+        "lease-depth": lambda servers: lease_at_depth(servers[0], [1_000, args.depth], 300),
     }
-    chosen = args.only or list(scenarios)
+    # Two coordinators need a database they can share.
+    coordinators = {"e2e-2coord": 2}
+    chosen = args.only or [
+        name for name in scenarios if name not in coordinators or args.db == "postgresql"
+    ]
+    if args.db != "postgresql" and any(name in coordinators for name in chosen):
+        parser.error("e2e-2coord needs --db postgresql (SQLite admits one coordinator)")
     print(
         f"# {os.cpu_count()} cores, {args.db}, SQLite synchronous={args.synchronous}, "
         f"coordinator log level {args.log_level}, median of {args.runs} runs"
     )
     for name in chosen:
-        runs = [asyncio.run(run_once(name, scenarios[name], args)) for _ in range(args.runs)]
+        runs = [
+            asyncio.run(run_once(name, scenarios[name], args, coordinators.get(name, 1)))
+            for _ in range(args.runs)
+        ]
         for key in runs[0]:
             values = [run[key] for run in runs]
             print(

@@ -162,6 +162,22 @@ def lock_rows(dialect: Dialect, query: S, *, skip_locked: bool = False) -> S:
     return query.with_for_update(skip_locked=skip_locked)
 
 
+def one_of(
+    dialect: Dialect, column: sa.ColumnElement[str], values: Sequence[str]
+) -> sa.ColumnElement[bool]:
+    """`column IN values`, for looking rows up by key. PostgreSQL: as `= ANY(ARRAY(SELECT
+    unnest(:values)))`, which hides the list's length from the planner: it then always
+    seeks the key's index. Given a plain IN list of 100 ids, it scanned the whole jobs table
+    while the table was small or not yet analysed (a fresh database, the first minute), and
+    those scans took most of a claim's and a receipt's time (measured: 46 ms of 50 per
+    read at 10,000 jobs)."""
+    if dialect.name != "postgresql":
+        return column.in_(values)
+    array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+    keys = sa.func.array(sa.select(sa.func.unnest(array)).scalar_subquery())
+    return column == sa.func.any(keys)
+
+
 def _insert_ignoring_duplicate_keys(module: Any) -> Prepared:
     return Prepared(
         module.insert(jobs)

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from conveyor_server.core.model import (
     DueTimes,
@@ -56,7 +56,7 @@ from conveyor_server.store import queues as queues_sql
 from conveyor_server.store.blobs import BlobCodec, BlobUnreadable, codec_of
 from conveyor_server.store.contracts import WorkerDeclarations
 from conveyor_server.store.isolation import Forget, isolating, reason_of
-from conveyor_server.store.prepared import Prepared, constant
+from conveyor_server.store.prepared import Prepared, constant, execute_together
 from conveyor_server.store.queues import JobDefaults
 from conveyor_server.store.rows import (
     as_replay,
@@ -302,21 +302,19 @@ def claim(conn: Connection, params: LeaseParams, declarations: WorkerDeclaration
         return LeaseBatch(
             jobs=[], retry_at=plan.retry_at, dry_until=plan.dry_until, left_behind=left_behind
         )
-    queues_sql.record_dispatch(conn, plan, params.now)
-    _CLAIM.executemany(
-        conn,
-        [
-            {
-                "b_id": job_id,
-                "b_token": tokens[job_id],
-                "b_worker": params.worker_id,
-                "b_now": params.now,
-                "b_window": params.confirm_within,
-                "b_unconfirmed": params.confirm_within is not None,
-            }
-            for job_id in chosen
-        ],
-    )
+    claims = [
+        {
+            "b_id": job_id,
+            "b_token": tokens[job_id],
+            "b_worker": params.worker_id,
+            "b_now": params.now,
+            "b_window": params.confirm_within,
+            "b_unconfirmed": params.confirm_within is not None,
+        }
+        for job_id in chosen
+    ]
+    # The queues' counters and buckets, then the claim: one round trip on PostgreSQL.
+    execute_together(conn, [*queues_sql.dispatch_writes(conn, plan, params.now), (_CLAIM, claims)])
     claimed = Counter((rows[job_id].queue, rows[job_id].task_type) for job_id in chosen)
     for (queue, task_type), n in claimed.items():
         counts.moved(conn, queue, task_type, JobState.AVAILABLE, JobState.LEASED, n)
@@ -465,9 +463,7 @@ def settle(
         counts.moved(conn, row.queue, row.task_type, JobState.LEASED, transition.state)
         settled[receipt.job_id] = (done, digest)
         outcomes.append(done)
-    if updates:
-        _APPLY_TRANSITION.executemany(conn, updates)
-        _RECORD_ATTEMPT.executemany(conn, history)
+    execute_together(conn, [(_APPLY_TRANSITION, updates), (_RECORD_ATTEMPT, history)])
     return outcomes
 
 
@@ -509,9 +505,7 @@ def rescue_rows(
         history.append(history_row(holder, now, transition.history_outcome, transition.error))
         done = transition_result(holder, transition)
         outcomes.append(replace(done, unconfirmed=True) if holder.unconfirmed else done)
-    if updates:
-        _APPLY_TRANSITION.executemany(conn, updates)
-        _RECORD_ATTEMPT.executemany(conn, history)
+    execute_together(conn, [(_APPLY_TRANSITION, updates), (_RECORD_ATTEMPT, history)])
     return outcomes
 
 
@@ -666,12 +660,16 @@ def rows_by_id(
     always in the same order, so two writers cannot deadlock on them."""
     rows: dict[str, sa.Row[Any]] = {}
     for chunk in chunks(sorted(set(ids))):
-        query = sa.select(*columns).where(jobs.c.id.in_(chunk)).order_by(jobs.c.id)
-        if lock:
-            query = dialects.lock_rows(conn.dialect, query)
-        result = conn.execute(query)
+        result = conn.execute(rows_by_id_query(conn.dialect, chunk, columns, lock=lock))
         rows.update({row.id: row for row in result})
     return rows
+
+
+def rows_by_id_query(
+    dialect: Dialect, ids: Sequence[str], columns: list[Any], *, lock: bool = False
+) -> sa.Select[Any]:
+    query = sa.select(*columns).where(dialects.one_of(dialect, jobs.c.id, ids)).order_by(jobs.c.id)
+    return dialects.lock_rows(dialect, query) if lock else query
 
 
 # The basic view of a listed job leaves out its largest fields.

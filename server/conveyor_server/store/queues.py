@@ -32,7 +32,7 @@ from conveyor_server.core.push import PushConfig
 from conveyor_server.store import contracts as contracts_sql
 from conveyor_server.store import counts as counts_sql
 from conveyor_server.store import dialects
-from conveyor_server.store.prepared import Prepared
+from conveyor_server.store.prepared import Batch, Prepared, execute_together
 from conveyor_server.store.schema import jobs, queues, throttle_buckets
 
 log = structlog.get_logger("conveyor.store")
@@ -412,6 +412,12 @@ def _candidate_rows(
 
 def record_dispatch(conn: Connection, plan: DispatchPlan, now: Micros) -> None:
     """Takes the tokens of the jobs leased and counts them for the dispatch rate."""
+    execute_together(conn, dispatch_writes(conn, plan, now))
+
+
+def dispatch_writes(conn: Connection, plan: DispatchPlan, now: Micros) -> list[Batch]:
+    """What record_dispatch writes, as statements and their rows, for a caller that sends
+    them together with its own (jobs_sql.claim)."""
     per_queue: Counter[str] = Counter()
     per_key: Counter[tuple[str, str]] = Counter()
     for queue, key in plan.keys_by_job.values():
@@ -452,9 +458,7 @@ def record_dispatch(conn: Connection, plan: DispatchPlan, now: Micros) -> None:
                             "updated_at": now,
                         }
                     )
-    _RECORD_DISPATCH.executemany(conn, updates)
-    if bucket_rows:
-        dialects.upsert_buckets(conn.dialect).executemany(conn, bucket_rows)
+    return [(_RECORD_DISPATCH, updates), (dialects.upsert_buckets(conn.dialect), bucket_rows)]
 
 
 def forget_full_buckets(conn: Connection, config: QueueConfig, now: Micros) -> None:
