@@ -10,6 +10,7 @@ max_page_count as a full disk) is marked `@pytest.mark.sqlite_only`."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,28 @@ from databases import DB_KINDS, PostgresServer
 TESTS = Path(__file__).parent
 # Where the wire-level and store tests live: these run on every database kind.
 CONFORMANCE_DIRS = tuple(TESTS / name for name in ("server", "flow", "store", "unit", "model"))
+
+
+# Every event loop the tests close must have no task left pending: such a task (a coordinator
+# started on a loop of the test's own and never stopped, say) is destroyed by the garbage
+# collector later, during some other test, with a "Task was destroyed but it is pending!" error
+# and the pause of collecting everything it holds. asyncio.run and pytest-asyncio cancel what is
+# left before closing; a loop closed by hand does not, and the test that closes it fails here.
+_close_loop = asyncio.BaseEventLoop.close
+
+
+def _close_loop_without_pending_tasks(loop: asyncio.BaseEventLoop) -> None:
+    pending = [] if loop.is_closed() else [t for t in asyncio.all_tasks(loop) if not t.done()]
+    _close_loop(loop)
+    if pending:
+        coroutines = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in pending)
+        raise AssertionError(
+            f"an event loop was closed with {len(pending)} task(s) pending: "
+            + ", ".join(f"{name} x{count}" for name, count in sorted(coroutines.items()))
+        )
+
+
+asyncio.BaseEventLoop.close = _close_loop_without_pending_tasks  # type: ignore[method-assign]
 
 
 def pytest_configure(config: pytest.Config) -> None:
