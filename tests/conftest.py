@@ -10,6 +10,7 @@ max_page_count as a full disk) is marked `@pytest.mark.sqlite_only`."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock, SystemClock
 from conveyor_server.main import Coordinator
+from conveyor_server.store.sql import SqlStore
 from databases import DB_KINDS, PostgresServer
 
 TESTS = Path(__file__).parent
@@ -81,13 +83,32 @@ def postgres() -> Iterator[PostgresServer]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file the store opened once (so migrated to head) and closed: each test gets a
+    copy, the same file a first start leaves, without running every migration again."""
+    path = tmp_path_factory.mktemp("template") / "conveyor.db"
+
+    async def open_and_close() -> None:
+        store = SqlStore(f"sqlite:///{path}", sqlite_synchronous="NORMAL")
+        await store.open()
+        await store.close()
+
+    asyncio.run(open_and_close())
+    # Closed cleanly: everything is in the main file (no write-ahead log left to copy).
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
 @pytest.fixture
 def db_url(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A database of the kind under test, empty but for the schema."""
     if db_kind == "postgresql":
         server: PostgresServer = request.getfixturevalue("postgres")
         return server.clean_database()
-    return f"sqlite:///{tmp_path / 'conveyor.db'}"
+    path = tmp_path / "conveyor.db"
+    shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
