@@ -10,6 +10,7 @@ max_page_count as a full disk) is marked `@pytest.mark.sqlite_only`."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -56,6 +57,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: needs SQLite itself; left out of the PostgreSQL runs"
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What is alive after collection (modules, test items: ~200,000 objects) lives all session:
+    # moved out of the collector's reach, a full collection no longer walks it each time. The
+    # coordinators under test run in this process, so a shorter pause is a shorter stall of
+    # their heartbeat and lease handling. Measured (tests/http, test_sdk_worker, test_enqueue;
+    # shared machine): collector CPU 2.0 s -> 1.4 s, longest pause 1.1 s -> 0.3 s.
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
