@@ -36,6 +36,7 @@ from conveyor_server.config import ServerConfig
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.main import Coordinator
 from conveyor_server.maintenance.base import BackgroundService, RunResult
+from conveyor_server.maintenance.pusher import Pusher
 from google.protobuf.duration_pb2 import Duration
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -220,6 +221,10 @@ class Coordinators:
 
 async def _kill(coordinator: Coordinator) -> None:
     await coordinator._server.stop(None)  # None: every call in flight is cancelled at once
+    # A killed process's tasks die with it: the pusher's must not outlive this coordinator
+    # (left pending, each dead coordinator's would be destroyed by the garbage collector
+    # during some later test, on a closed loop).
+    await coordinator.pusher.stop(0)
     coordinator._store._release_lock()
 
 
@@ -677,8 +682,10 @@ def test_the_job_lifecycle_follows_the_model(
 ) -> None:
     # The background services never run on their own: the steps call their run_once, so that
     # nothing moves between two steps (and a restart does not wait for a first pruner pass
-    # over every queue of the shared database, ~0.7 ms a queue).
+    # over every queue of the shared database, ~0.7 ms a queue). Nor does the pusher (no queue
+    # here pushes), whose first pass at every start lists every queue with its counts.
     monkeypatch.setattr(BackgroundService, "start", lambda self: None)
+    monkeypatch.setattr(Pusher, "start", lambda self: None)
     coordinators = Coordinators(replace(server_config, log_level="error"))
     try:
         JobLifecycle.coordinators = coordinators

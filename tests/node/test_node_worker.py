@@ -121,8 +121,12 @@ async def test_heartbeats_keep_a_job_alive_past_its_lease(
     client: Client, start_node_worker: StartNodeWorker
 ) -> None:
     await start_node_worker()
-    # One attempt only: had the 1 s lease lapsed, the job would be FAILED, not finished.
-    job = await client.enqueue("q", "long", b"3000", lease_duration=1, max_attempts=1)
+    # One attempt only: had the lease lapsed, the job would be FAILED, not finished. The
+    # handler runs two whole leases, so only heartbeats (every third of the lease) keep it. A
+    # 2 s lease, not 1 s: the coordinator runs in this test process, and on a loaded 2-core
+    # machine a garbage-collector pause there longer than 2/3 of a 1 s lease (seen: 0.7 s)
+    # would refuse a heartbeat that the worker sent on time.
+    job = await client.enqueue("q", "long", b"4000", lease_duration=2, max_attempts=1)
 
     result = await client.wait_for_result(job.job_id, timeout=10)
     final = await client.get_job(job.job_id)

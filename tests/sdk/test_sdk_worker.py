@@ -366,13 +366,16 @@ async def test_heartbeats_keep_a_job_longer_than_its_lease(
 
     @worker.task("long")
     async def long(job: JobContext) -> bytes:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3)
         return b"ok"
 
     start_worker(worker)
-    job = await client.enqueue("q", "long", lease_duration=1, retry_policy=FAST_RETRY)
+    # A 2 s lease (heartbeats every ~0.67 s), not 1 s: the coordinator and the worker share
+    # this process, and on a loaded 2-core machine a garbage-collector pause longer than 2/3 of
+    # a 1 s lease (seen: 0.7 s) would let the lease lapse between two heartbeats sent on time.
+    job = await client.enqueue("q", "long", lease_duration=2, retry_policy=FAST_RETRY)
 
-    final = await client.wait_job(job.job_id, timeout=5)
+    final = await client.wait_job(job.job_id, timeout=8)
 
     assert (final.state, final.attempt, final.result) == (JobState.SUCCEEDED, 1, b"ok")
 
