@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -46,7 +46,7 @@ from conveyor_server.core.notify import (
 )
 from conveyor_server.core.ports import Store
 from conveyor_server.core.task_types import TaskTypeService
-from conveyor_server.errors import ConveyorError
+from conveyor_server.errors import ConveyorError, NotFound
 
 log = structlog.get_logger("conveyor.jobs")
 
@@ -441,13 +441,20 @@ class JobService:
             self._scheduled_alarm.due_at(job.run_at)
         return job
 
-    async def wait(self, job_id: str, timeout_seconds: float) -> Job:
-        """Returns the job once it is terminal, or as it is when the timeout passes."""
+    async def wait(
+        self, job_id: str, timeout_seconds: float, visible: Callable[[Job], bool] | None = None
+    ) -> Job:
+        """Returns the job once it is terminal, or as it is when the timeout passes. A job
+        that is not `visible` to the caller is NotFound at the first look (a job never moves
+        between queues), so no read is spent on checking it beforehand."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
         with self._finished.subscribe([job_id]) as subscription:
             while True:
                 job = await self._store.get_job(job_id)
+                if visible is not None and not visible(job):
+                    raise NotFound(f"job {job_id} not found")
+                visible = None
                 remaining = deadline - loop.time()
                 if job.state.is_terminal or remaining <= 0 or self._stopping.is_set():
                     return job

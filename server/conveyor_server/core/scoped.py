@@ -160,8 +160,13 @@ class Namespaced:
         return self.scope.job_out(await self._s.jobs.retry(job_id))
 
     async def wait(self, job_id: str, timeout_seconds: float) -> Job:
-        await self._owned(job_id)
-        return self.scope.job_out(await self._s.jobs.wait(job_id, timeout_seconds))
+        try:
+            job = await self._s.jobs.wait(
+                job_id, timeout_seconds, visible=lambda job: self.scope.owns_queue(job.queue)
+            )
+        except NotFound:
+            raise job_not_found(job_id) from None
+        return self.scope.job_out(job)
 
     # -- schedules ---------------------------------------------------------------------------
 
