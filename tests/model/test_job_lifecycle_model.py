@@ -24,12 +24,14 @@ import asyncio
 import itertools
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
@@ -46,6 +48,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy.engine import Connection
 
 T = TypeVar("T")
 
@@ -53,6 +56,11 @@ S = 1_000_000  # microseconds per second: the FakeClock's unit
 # A lease shorter than a backoff makes an expired job wait out the rest of its backoff,
 # counted from the start of the lost lease; a longer one makes it available at once.
 LEASE_SECONDS = (1, 10)
+# Lease confirmation: None leases without `confirm`; 0 sets `confirm` alone (the 10 s default
+# window); otherwise `confirm_within` in seconds. A window longer than the job's lease is cut
+# to it.
+CONFIRM_SECONDS = (None, 0, 1, 2)
+DEFAULT_CONFIRM_SECONDS = 10
 INITIAL_BACKOFF_SECONDS = 3
 MULTIPLIER = 2.0
 MAX_BACKOFF_SECONDS = 3600
@@ -70,6 +78,24 @@ SETTINGS = settings(
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
+)
+
+# GetQueue's per-state stats, and the two counts that must agree: the maintained one and a
+# real COUNT(*) over the jobs.
+STATS_FIELDS = {
+    pb.JOB_STATE_SCHEDULED: "scheduled",
+    pb.JOB_STATE_AVAILABLE: "available",
+    pb.JOB_STATE_LEASED: "leased",
+    pb.JOB_STATE_SUCCEEDED: "succeeded",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+COUNTS = (
+    sa.text("SELECT task_type, state, n FROM queue_counts WHERE queue = :queue"),
+    sa.text(
+        "SELECT task_type, state, COUNT(*) AS n FROM jobs WHERE queue = :queue "
+        "GROUP BY task_type, state"
+    ),
 )
 
 RECEIPTS = ["success", "success-result", "failure", "failure-final", "release"]
@@ -95,6 +121,8 @@ TRANSITIONS: dict[str, frozenset[tuple[int, int]]] = {
     "settle FAILURE": frozenset({(LEASED, SCHEDULED), (LEASED, AVAILABLE), (LEASED, FAILED)}),
     "settle RELEASE": frozenset({(LEASED, AVAILABLE), (LEASED, SCHEDULED)}),
     "rescue_expired": frozenset({(LEASED, SCHEDULED), (LEASED, AVAILABLE), (LEASED, FAILED)}),
+    # A lease taken with `confirm` whose window passed unconfirmed: handed back, never FAILED.
+    "rescue_expired (unconfirmed)": frozenset({(LEASED, AVAILABLE)}),
     "cancel": frozenset({(SCHEDULED, CANCELLED), (AVAILABLE, CANCELLED)}),
     # A leased job CancelJob asked to cancel: its receipt (but SUCCESS) or expiry ends it.
     "cancel (LEASED)": frozenset({(LEASED, CANCELLED)}),
@@ -139,6 +167,8 @@ class ModelJob:
     token: str | None = field(default=None, repr=False)
     lease_expires_at: int | None = None
     leased_at: int = 0
+    # Leased with `confirm` and not yet confirmed by a heartbeat or a receipt.
+    unconfirmed: bool = False
     cancel_requested: bool = False
     # Outcome and result of the receipt the kept token settled the job with.
     digest: tuple[int, bytes] | None = None
@@ -176,6 +206,20 @@ class Coordinators:
     def _connect(self) -> None:
         self.channel = grpc.insecure_channel(self.coordinator.address)
         self.stub = rpc.CoordinatorServiceStub(self.channel)
+
+    def counts(self, queue: str) -> tuple[Counter[tuple[str, int]], Counter[tuple[str, int]]]:
+        """A queue's maintained counts and a real COUNT(*) of its jobs, by (task type, state),
+        in one read."""
+        store = self.coordinator._store
+
+        def read(conn: Connection) -> tuple[Counter[tuple[str, int]], ...]:
+            return tuple(
+                Counter({(row.task_type, int(row.state)): int(row.n) for row in rows if row.n})
+                for rows in (conn.execute(query, {"queue": queue}).all() for query in COUNTS)
+            )
+
+        kept, real = self.run(store._read(read))
+        return kept, real
 
     def reap(self) -> None:
         self._until_done(self.coordinator.reaper.run_once)
@@ -326,13 +370,18 @@ class JobLifecycle(RuleBasedStateMachine):
     # -- workers -----------------------------------------------------------------------------
 
     @precondition(some_job_in(AVAILABLE))
-    @rule(max_jobs=st.integers(1, 3))
-    def lease(self, max_jobs: int) -> None:
+    @rule(max_jobs=st.integers(1, 3), confirm=st.sampled_from(CONFIRM_SECONDS))
+    def lease(self, max_jobs: int, confirm: int | None) -> None:
         self._did("lease")
-        reply = self.h.stub.Lease(
-            pb.LeaseRequest(worker_id=WORKER, queues=[self.queue], max_jobs=max_jobs),
-            timeout=CALL_TIMEOUT,
-        )
+        request = pb.LeaseRequest(worker_id=WORKER, queues=[self.queue], max_jobs=max_jobs)
+        window: int | None = None
+        if confirm is not None:
+            request.confirm = True
+            window = (confirm or DEFAULT_CONFIRM_SECONDS) * S
+            if confirm:
+                request.confirm_within.CopyFrom(duration(window))
+        event(f"lease confirm={confirm}")
+        reply = self.h.stub.Lease(request, timeout=CALL_TIMEOUT)
         due = sorted(
             (job for job in self.jobs.values() if job.state == AVAILABLE),
             key=lambda job: (job.run_at, job.job_id),
@@ -351,7 +400,10 @@ class JobLifecycle(RuleBasedStateMachine):
             job.token = leased.lease_token
             job.tokens.append(leased.lease_token)
             job.leased_at = self.now
-            job.lease_expires_at = self.now + job.lease_duration
+            # Unconfirmed, the lease runs only for its window (at most the job's own lease).
+            held = job.lease_duration if window is None else min(window, job.lease_duration)
+            job.lease_expires_at = self.now + held
+            job.unconfirmed = window is not None
             job.digest = None
             assert leased.attempt == job.attempt, f"lease: attempt {leased.attempt}, model {job}"
             assert leased.max_attempts == job.max_attempts, f"lease: model {job}"
@@ -373,6 +425,9 @@ class JobLifecycle(RuleBasedStateMachine):
         # At most one valid lease per job: only the latest token handed out is ever accepted.
         assert token == job.tokens[-1], f"a stale token held the lease: {job}"
         assert job.lease_expires_at is not None
+        if job.unconfirmed:
+            event("heartbeat confirms the lease")
+        job.unconfirmed = False  # any heartbeat for the lease token confirms it
         job.lease_expires_at = max(job.lease_expires_at, self.now + job.lease_duration)
         assert reply.lease_expires_at.ToMicroseconds() == job.lease_expires_at, f"{job}"
         assert reply.cancel_requested == job.cancel_requested, f"heartbeat: model {job}"
@@ -478,6 +533,9 @@ class JobLifecycle(RuleBasedStateMachine):
         job.history += 1
         job.digest = digest
         job.lease_expires_at = None
+        if job.unconfirmed:
+            event("receipt on an unconfirmed lease")
+        job.unconfirmed = False
         event(f"receipt applied: {pb.Outcome.Name(request.outcome)}")
         if request.outcome == pb.OUTCOME_SUCCESS:
             job.state = SUCCEEDED
@@ -533,6 +591,7 @@ class JobLifecycle(RuleBasedStateMachine):
         job.run_at = self.now
         job.token = None
         job.lease_expires_at = None
+        job.unconfirmed = False
         job.cancel_requested = False
         job.digest = None
         assert reply.state == AVAILABLE and reply.attempt == 0, f"retry: {reply.state}"
@@ -549,7 +608,7 @@ class JobLifecycle(RuleBasedStateMachine):
     @precondition(some_job_in(LEASED))
     @rule()
     def reap(self) -> None:
-        self._did("rescue_expired", *self._cancel_requested())
+        self._did("rescue_expired", *self._unconfirmed(), *self._cancel_requested())
         self.h.reap()
         self._rescue_expired()
 
@@ -571,7 +630,7 @@ class JobLifecycle(RuleBasedStateMachine):
     def crash_and_restart(self) -> None:
         self.crashes += 1
         event(f"crash with {sum(j.state == LEASED for j in self.jobs.values())} leased")
-        self._did("rescue_expired", "promote_due", *self._cancel_requested())
+        self._did("rescue_expired", "promote_due", *self._unconfirmed(), *self._cancel_requested())
         self.h.crash()
         self._rescue_expired()
         self._promote_due()
@@ -579,6 +638,10 @@ class JobLifecycle(RuleBasedStateMachine):
     def _cancel_requested(self) -> list[str]:
         asked = any(job.cancel_requested for job in self.jobs.values() if job.state == LEASED)
         return ["cancel (LEASED)"] if asked else []
+
+    def _unconfirmed(self) -> list[str]:
+        held = any(job.unconfirmed for job in self.jobs.values() if job.state == LEASED)
+        return ["rescue_expired (unconfirmed)"] if held else []
 
     def _rescue_expired(self) -> None:
         for job in self.jobs.values():
@@ -590,6 +653,9 @@ class JobLifecycle(RuleBasedStateMachine):
             job.token = None  # a late receipt from the lost lease is refused
             job.digest = None
             job.lease_expires_at = None
+            if job.unconfirmed:
+                self._hand_back(job)
+                continue
             event(f"lease expired{' (cancel requested)' if job.cancel_requested else ''}")
             if job.cancel_requested:
                 job.state = CANCELLED
@@ -600,6 +666,19 @@ class JobLifecycle(RuleBasedStateMachine):
                 due = max(self.now, job.leased_at + backoff(job.attempt))
                 event(f"lease expired: {'waits out its backoff' if due > self.now else 'due'}")
                 self._pend(job, due - self.now)
+
+    def _hand_back(self, job: ModelJob) -> None:
+        """An unconfirmed lease whose window passed: the reply never reached a worker, so the
+        attempt is not spent, there is no backoff, and the job is never FAILED; a job asked
+        to stop meanwhile ends CANCELLED, unrun."""
+        event(f"unconfirmed lease handed back{' (cancelled)' if job.cancel_requested else ''}")
+        job.unconfirmed = False
+        job.attempt -= 1
+        self.uncounted.add(job.job_id)
+        if job.cancel_requested:
+            job.state = CANCELLED
+        else:
+            self._pend(job, 0)
 
     def _promote_due(self) -> None:
         for job in self.jobs.values():
@@ -624,6 +703,22 @@ class JobLifecycle(RuleBasedStateMachine):
             self.seen_attempt[job_id] = row.attempt
             if job_id in self.reread:
                 self.seen_history[job_id] = len(row.attempts)
+        self._check_counts()
+
+    def _check_counts(self) -> None:
+        """The maintained counts (queue_counts) equal a real COUNT(*) of the queue's jobs, read
+        together from the store; and GetQueue's per-state stats, read from them, match the
+        model."""
+        kept, real = self.h.counts(self.queue)
+        assert kept == real, f"after {self.step}: queue_counts {kept}, COUNT(*) {real}"
+        stats = self.h.stub.GetQueue(
+            pb.GetQueueRequest(name=self.queue), timeout=CALL_TIMEOUT
+        ).stats
+        model = Counter(job.state for job in self.jobs.values())
+        for state, name in STATS_FIELDS.items():
+            assert getattr(stats, name) == model[state], (
+                f"after {self.step}: GetQueue {name}={getattr(stats, name)}, model {model[state]}"
+            )
 
     def _read_queue(self) -> dict[str, pb.Job]:
         rows: dict[str, pb.Job] = {}
