@@ -1,14 +1,18 @@
 """Issue 9, item 4: a model-based test of the job lifecycle against a real coordinator.
 
-Hypothesis drives a RuleBasedStateMachine over raw gRPC (never the SDK): enqueue, lease,
-heartbeat, receipts alone and in a ReceiptBatch (success, retryable and non-retryable
-failure, release; with the current token, stale tokens and exact repeats), cancel, retry,
-clock advances, the reaper and the waker (their `run_once`, called directly at the fake
-clock's now), and a coordinator crash followed by a restart on the same database. A
+Hypothesis drives a RuleBasedStateMachine over raw gRPC (never the SDK): enqueue, lease (with
+and without lease confirmation: `confirm`, short `confirm_within` windows), heartbeat (which
+confirms an unconfirmed lease), receipts alone and in a ReceiptBatch (success, retryable and
+non-retryable failure, release; with the current token, stale tokens and exact repeats),
+cancel, retry, clock advances, the reaper and the waker (their `run_once`, called directly at
+the fake clock's now), and a coordinator crash followed by a restart on the same database. A
 plain-Python model predicts every reply and every job's row; after each step the whole queue
 is read back (ListJobs, and GetJob for the jobs the step acted on, with their attempt
 history) and must equal the model, and each job's state change must be one drawn in
-docs/state-machine.md, by the transition the step makes.
+docs/state-machine.md, by the transition the step makes. An unconfirmed lease whose window
+passes is handed back by the reaper: AVAILABLE, attempt not spent (CANCELLED if cancel was
+requested). After each step the maintained per-queue counts (queue_counts) must equal a real
+COUNT(*) of the jobs, both read from the store, and GetQueue's per-state stats the model's.
 
 Deterministic: time is a FakeClock, the background services are never started (the steps run
 them) so that nothing moves between steps, the retry policy has no jitter, and Hypothesis is
