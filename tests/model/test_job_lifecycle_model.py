@@ -1,14 +1,18 @@
 """Issue 9, item 4: a model-based test of the job lifecycle against a real coordinator.
 
-Hypothesis drives a RuleBasedStateMachine over raw gRPC (never the SDK): enqueue, lease,
-heartbeat, receipts alone and in a ReceiptBatch (success, retryable and non-retryable
-failure, release; with the current token, stale tokens and exact repeats), cancel, retry,
-clock advances, the reaper and the waker (their `run_once`, called directly at the fake
-clock's now), and a coordinator crash followed by a restart on the same database. A
+Hypothesis drives a RuleBasedStateMachine over raw gRPC (never the SDK): enqueue, lease (with
+and without lease confirmation: `confirm`, short `confirm_within` windows), heartbeat (which
+confirms an unconfirmed lease), receipts alone and in a ReceiptBatch (success, retryable and
+non-retryable failure, release; with the current token, stale tokens and exact repeats),
+cancel, retry, clock advances, the reaper and the waker (their `run_once`, called directly at
+the fake clock's now), and a coordinator crash followed by a restart on the same database. A
 plain-Python model predicts every reply and every job's row; after each step the whole queue
 is read back (ListJobs, and GetJob for the jobs the step acted on, with their attempt
 history) and must equal the model, and each job's state change must be one drawn in
-docs/state-machine.md, by the transition the step makes.
+docs/state-machine.md, by the transition the step makes. An unconfirmed lease whose window
+passes is handed back by the reaper: AVAILABLE, attempt not spent (CANCELLED if cancel was
+requested). After each step the maintained per-queue counts (queue_counts) must equal a real
+COUNT(*) of the jobs, both read from the store, and GetQueue's per-state stats the model's.
 
 Deterministic: time is a FakeClock, the background services are never started (the steps run
 them) so that nothing moves between steps, the retry policy has no jitter, and Hypothesis is
@@ -24,12 +28,14 @@ import asyncio
 import itertools
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from conveyor_server.config import ServerConfig
@@ -47,6 +53,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy.engine import Connection
 
 T = TypeVar("T")
 
@@ -54,6 +61,11 @@ S = 1_000_000  # microseconds per second: the FakeClock's unit
 # A lease shorter than a backoff makes an expired job wait out the rest of its backoff,
 # counted from the start of the lost lease; a longer one makes it available at once.
 LEASE_SECONDS = (1, 10)
+# Lease confirmation: None leases without `confirm`; 0 sets `confirm` alone (the 10 s default
+# window); otherwise `confirm_within` in seconds. A window longer than the job's lease is cut
+# to it.
+CONFIRM_SECONDS = (None, 0, 1, 2)
+DEFAULT_CONFIRM_SECONDS = 10
 INITIAL_BACKOFF_SECONDS = 3
 MULTIPLIER = 2.0
 MAX_BACKOFF_SECONDS = 3600
@@ -71,6 +83,24 @@ SETTINGS = settings(
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
+)
+
+# GetQueue's per-state stats, and the two counts that must agree: the maintained one and a
+# real COUNT(*) over the jobs.
+STATS_FIELDS = {
+    pb.JOB_STATE_SCHEDULED: "scheduled",
+    pb.JOB_STATE_AVAILABLE: "available",
+    pb.JOB_STATE_LEASED: "leased",
+    pb.JOB_STATE_SUCCEEDED: "succeeded",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+COUNTS = (
+    sa.text("SELECT task_type, state, n FROM queue_counts WHERE queue = :queue"),
+    sa.text(
+        "SELECT task_type, state, COUNT(*) AS n FROM jobs WHERE queue = :queue "
+        "GROUP BY task_type, state"
+    ),
 )
 
 RECEIPTS = ["success", "success-result", "failure", "failure-final", "release"]
@@ -96,6 +126,8 @@ TRANSITIONS: dict[str, frozenset[tuple[int, int]]] = {
     "settle FAILURE": frozenset({(LEASED, SCHEDULED), (LEASED, AVAILABLE), (LEASED, FAILED)}),
     "settle RELEASE": frozenset({(LEASED, AVAILABLE), (LEASED, SCHEDULED)}),
     "rescue_expired": frozenset({(LEASED, SCHEDULED), (LEASED, AVAILABLE), (LEASED, FAILED)}),
+    # A lease taken with `confirm` whose window passed unconfirmed: handed back, never FAILED.
+    "rescue_expired (unconfirmed)": frozenset({(LEASED, AVAILABLE)}),
     "cancel": frozenset({(SCHEDULED, CANCELLED), (AVAILABLE, CANCELLED)}),
     # A leased job CancelJob asked to cancel: its receipt (but SUCCESS) or expiry ends it.
     "cancel (LEASED)": frozenset({(LEASED, CANCELLED)}),
@@ -140,6 +172,8 @@ class ModelJob:
     token: str | None = field(default=None, repr=False)
     lease_expires_at: int | None = None
     leased_at: int = 0
+    # Leased with `confirm` and not yet confirmed by a heartbeat or a receipt.
+    unconfirmed: bool = False
     cancel_requested: bool = False
     # Outcome and result of the receipt the kept token settled the job with.
     digest: tuple[int, bytes] | None = None
@@ -177,6 +211,20 @@ class Coordinators:
     def _connect(self) -> None:
         self.channel = grpc.insecure_channel(self.coordinator.address)
         self.stub = rpc.CoordinatorServiceStub(self.channel)
+
+    def counts(self, queue: str) -> tuple[Counter[tuple[str, int]], Counter[tuple[str, int]]]:
+        """A queue's maintained counts and a real COUNT(*) of its jobs, by (task type, state),
+        in one read."""
+        store = self.coordinator._store
+
+        def read(conn: Connection) -> tuple[Counter[tuple[str, int]], ...]:
+            return tuple(
+                Counter({(row.task_type, int(row.state)): int(row.n) for row in rows if row.n})
+                for rows in (conn.execute(query, {"queue": queue}).all() for query in COUNTS)
+            )
+
+        kept, real = self.run(store._read(read))
+        return kept, real
 
     def reap(self) -> None:
         self._until_done(self.coordinator.reaper.run_once)
@@ -241,6 +289,8 @@ class JobLifecycle(RuleBasedStateMachine):
         self.seen: dict[str, int] = {}
         self.seen_attempt: dict[str, int] = {}
         self.seen_history: dict[str, int] = {}
+        # The jobs per state GetQueue last agreed with (None: not asked yet).
+        self.stats_seen: Counter[int] | None = None
         # What the step that just ran may do: its arrows, and the jobs whose attempt counter
         # it may lower (a release does not count its attempt; a retry resets the budget).
         self.step = "start"
@@ -331,13 +381,18 @@ class JobLifecycle(RuleBasedStateMachine):
     # -- workers -----------------------------------------------------------------------------
 
     @precondition(some_job_in(AVAILABLE))
-    @rule(max_jobs=st.integers(1, 3))
-    def lease(self, max_jobs: int) -> None:
+    @rule(max_jobs=st.integers(1, 3), confirm=st.sampled_from(CONFIRM_SECONDS))
+    def lease(self, max_jobs: int, confirm: int | None) -> None:
         self._did("lease")
-        reply = self.h.stub.Lease(
-            pb.LeaseRequest(worker_id=WORKER, queues=[self.queue], max_jobs=max_jobs),
-            timeout=CALL_TIMEOUT,
-        )
+        request = pb.LeaseRequest(worker_id=WORKER, queues=[self.queue], max_jobs=max_jobs)
+        window: int | None = None
+        if confirm is not None:
+            request.confirm = True
+            window = (confirm or DEFAULT_CONFIRM_SECONDS) * S
+            if confirm:
+                request.confirm_within.CopyFrom(duration(window))
+        event(f"lease confirm={confirm}")
+        reply = self.h.stub.Lease(request, timeout=CALL_TIMEOUT)
         due = sorted(
             (job for job in self.jobs.values() if job.state == AVAILABLE),
             key=lambda job: (job.run_at, job.job_id),
@@ -356,7 +411,10 @@ class JobLifecycle(RuleBasedStateMachine):
             job.token = leased.lease_token
             job.tokens.append(leased.lease_token)
             job.leased_at = self.now
-            job.lease_expires_at = self.now + job.lease_duration
+            # Unconfirmed, the lease runs only for its window (at most the job's own lease).
+            held = job.lease_duration if window is None else min(window, job.lease_duration)
+            job.lease_expires_at = self.now + held
+            job.unconfirmed = window is not None
             job.digest = None
             assert leased.attempt == job.attempt, f"lease: attempt {leased.attempt}, model {job}"
             assert leased.max_attempts == job.max_attempts, f"lease: model {job}"
@@ -378,6 +436,9 @@ class JobLifecycle(RuleBasedStateMachine):
         # At most one valid lease per job: only the latest token handed out is ever accepted.
         assert token == job.tokens[-1], f"a stale token held the lease: {job}"
         assert job.lease_expires_at is not None
+        if job.unconfirmed:
+            event("heartbeat confirms the lease")
+        job.unconfirmed = False  # any heartbeat for the lease token confirms it
         job.lease_expires_at = max(job.lease_expires_at, self.now + job.lease_duration)
         assert reply.lease_expires_at.ToMicroseconds() == job.lease_expires_at, f"{job}"
         assert reply.cancel_requested == job.cancel_requested, f"heartbeat: model {job}"
@@ -483,6 +544,9 @@ class JobLifecycle(RuleBasedStateMachine):
         job.history += 1
         job.digest = digest
         job.lease_expires_at = None
+        if job.unconfirmed:
+            event("receipt on an unconfirmed lease")
+        job.unconfirmed = False
         event(f"receipt applied: {pb.Outcome.Name(request.outcome)}")
         if request.outcome == pb.OUTCOME_SUCCESS:
             job.state = SUCCEEDED
@@ -538,6 +602,7 @@ class JobLifecycle(RuleBasedStateMachine):
         job.run_at = self.now
         job.token = None
         job.lease_expires_at = None
+        job.unconfirmed = False
         job.cancel_requested = False
         job.digest = None
         assert reply.state == AVAILABLE and reply.attempt == 0, f"retry: {reply.state}"
@@ -554,7 +619,7 @@ class JobLifecycle(RuleBasedStateMachine):
     @precondition(some_job_in(LEASED))
     @rule()
     def reap(self) -> None:
-        self._did("rescue_expired", *self._cancel_requested())
+        self._did("rescue_expired", *self._unconfirmed(), *self._cancel_requested())
         self.h.reap()
         self._rescue_expired()
 
@@ -576,7 +641,7 @@ class JobLifecycle(RuleBasedStateMachine):
     def crash_and_restart(self) -> None:
         self.crashes += 1
         event(f"crash with {sum(j.state == LEASED for j in self.jobs.values())} leased")
-        self._did("rescue_expired", "promote_due", *self._cancel_requested())
+        self._did("rescue_expired", "promote_due", *self._unconfirmed(), *self._cancel_requested())
         self.h.crash()
         self._rescue_expired()
         self._promote_due()
@@ -584,6 +649,10 @@ class JobLifecycle(RuleBasedStateMachine):
     def _cancel_requested(self) -> list[str]:
         asked = any(job.cancel_requested for job in self.jobs.values() if job.state == LEASED)
         return ["cancel (LEASED)"] if asked else []
+
+    def _unconfirmed(self) -> list[str]:
+        held = any(job.unconfirmed for job in self.jobs.values() if job.state == LEASED)
+        return ["rescue_expired (unconfirmed)"] if held else []
 
     def _rescue_expired(self) -> None:
         for job in self.jobs.values():
@@ -595,6 +664,9 @@ class JobLifecycle(RuleBasedStateMachine):
             job.token = None  # a late receipt from the lost lease is refused
             job.digest = None
             job.lease_expires_at = None
+            if job.unconfirmed:
+                self._hand_back(job)
+                continue
             event(f"lease expired{' (cancel requested)' if job.cancel_requested else ''}")
             if job.cancel_requested:
                 job.state = CANCELLED
@@ -605,6 +677,19 @@ class JobLifecycle(RuleBasedStateMachine):
                 due = max(self.now, job.leased_at + backoff(job.attempt))
                 event(f"lease expired: {'waits out its backoff' if due > self.now else 'due'}")
                 self._pend(job, due - self.now)
+
+    def _hand_back(self, job: ModelJob) -> None:
+        """An unconfirmed lease whose window passed: the reply never reached a worker, so the
+        attempt is not spent, there is no backoff, and the job is never FAILED; a job asked
+        to stop meanwhile ends CANCELLED, unrun."""
+        event(f"unconfirmed lease handed back{' (cancelled)' if job.cancel_requested else ''}")
+        job.unconfirmed = False
+        job.attempt -= 1
+        self.uncounted.add(job.job_id)
+        if job.cancel_requested:
+            job.state = CANCELLED
+        else:
+            self._pend(job, 0)
 
     def _promote_due(self) -> None:
         for job in self.jobs.values():
@@ -629,6 +714,27 @@ class JobLifecycle(RuleBasedStateMachine):
             self.seen_attempt[job_id] = row.attempt
             if job_id in self.reread:
                 self.seen_history[job_id] = len(row.attempts)
+        self._check_counts()
+
+    def _check_counts(self) -> None:
+        """The maintained counts (queue_counts) equal a real COUNT(*) of the queue's jobs, read
+        together from the store, after every step; and GetQueue's per-state stats, read from
+        those counts, match the model. GetQueue (the costliest read, ~3 ms) is asked only when
+        the model's jobs per state differ from what it last confirmed: otherwise the rows
+        (checked above) and so COUNT(*) and the counts it reads are as they were then."""
+        kept, real = self.h.counts(self.queue)
+        assert kept == real, f"after {self.step}: queue_counts {kept}, COUNT(*) {real}"
+        model = Counter(job.state for job in self.jobs.values())
+        if model == self.stats_seen:
+            return
+        stats = self.h.stub.GetQueue(
+            pb.GetQueueRequest(name=self.queue), timeout=CALL_TIMEOUT
+        ).stats
+        self.stats_seen = model
+        for state, name in STATS_FIELDS.items():
+            assert getattr(stats, name) == model[state], (
+                f"after {self.step}: GetQueue {name}={getattr(stats, name)}, model {model[state]}"
+            )
 
     def _read_queue(self) -> dict[str, pb.Job]:
         rows: dict[str, pb.Job] = {}
