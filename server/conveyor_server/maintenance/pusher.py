@@ -10,7 +10,6 @@ lease token, and a receipt the store refuses (the lease ended meanwhile) is drop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -98,9 +97,7 @@ class _QueueLoop:
         self._slot_freed.set()
 
     async def stop(self, grace: float) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await _cancelled(self.task)
         if self._in_flight:
             _done, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
             for task in pending:
@@ -143,9 +140,7 @@ class Pusher:
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stops leasing, lets requests in flight finish for `grace` seconds; idempotent."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _cancelled(self._task)
             self._task = None
         loops, self._loops = list(self._loops.values()), {}
         await asyncio.gather(*(loop.stop(grace) for loop in loops))
@@ -160,8 +155,14 @@ class Pusher:
                 await self._refresh()
             except Exception as exc:
                 log.error("push.refresh_failed", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.config.refresh_seconds)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for returns the event's wake-up
+            # and drops a cancel that arrives in the same tick, and stop() then waited for a
+            # task that went on refreshing every 30 s.
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({changed}, timeout=self.config.refresh_seconds)
+            finally:
+                changed.cancel()
 
     async def _refresh(self) -> None:
         targets: dict[str, PushConfig] = {}
@@ -265,3 +266,12 @@ class Pusher:
             return push.outcome_of_transport_error(True, type(exc).__name__)
         except aiohttp.ClientError as exc:  # connection errors, a URL it refuses (InvalidURL)
             return push.outcome_of_transport_error(False, type(exc).__name__)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancels `task` and waits until it has ended. Unlike awaiting it under
+    suppress(CancelledError), a cancel of the caller itself still propagates."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error("push.loop_failed", error=type(task.exception()).__name__)
