@@ -111,13 +111,27 @@ HOLDER_COLUMNS = [
     jobs.c.lease_unconfirmed,
 ]
 
+
+def state_still(state: JobState) -> sa.ColumnElement[bool]:
+    """`state = s`, for a statement that finds its row by id and states the state it expects.
+    Written `state + 0 = s` so that the planner cannot answer it from one of the partial
+    indexes on state (`WHERE state = s`): on a young jobs table PostgreSQL costed a full scan
+    of such an index (ix_jobs_leased_queue, ix_jobs_dispatch_type) about the same as the
+    primary-key probe, took it, and kept it in the prepared statement's cached plan as the
+    table grew: every claim, heartbeat and receipt then read all leased jobs, half the
+    end-to-end time (issue 9; tests/store/test_lookup_plans.py). SQLite reads `+ 0` the same
+    way (no index on that term)."""
+    still: sa.ColumnElement[bool] = (jobs.c.state + constant(0)) == constant(state)
+    return still
+
+
 # NULL for an ordinary lease (the CASE then keeps lease_duration); cast, as PostgreSQL cannot
 # tell a bare parameter's type when it is NULL.
 _WINDOW = sa.cast(sa.bindparam("b_window", type_=sa.BigInteger), sa.BigInteger)
 
 _CLAIM = Prepared(
     sa.update(jobs)
-    .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == constant(JobState.AVAILABLE))
+    .where(jobs.c.id == sa.bindparam("b_id"), state_still(JobState.AVAILABLE))
     .values(
         state=constant(JobState.LEASED),
         attempt=jobs.c.attempt + constant(1),
@@ -137,7 +151,7 @@ _CLAIM = Prepared(
 _FENCED = sa.and_(
     jobs.c.id == sa.bindparam("b_id"),
     jobs.c.lease_token == sa.bindparam("b_token"),
-    jobs.c.state == constant(JobState.LEASED),
+    state_still(JobState.LEASED),
 )
 
 _EXTEND = Prepared(
@@ -517,7 +531,7 @@ def fail_unrescuable(
     reason = reason_of(exc)
     changed = conn.execute(
         sa.update(jobs)
-        .where(jobs.c.id == row.id, jobs.c.state == JobState.LEASED)
+        .where(jobs.c.id == row.id, state_still(JobState.LEASED))
         .values(
             state=JobState.FAILED,
             finished_at=now,
@@ -556,7 +570,7 @@ def promote(conn: Connection, now: Micros, limit: int) -> list[TransitionResult]
     result = conn.execute(
         sa.update(jobs)
         # The UPDATE states the state it expects: a job cancelled meanwhile stays cancelled.
-        .where(jobs.c.id.in_(due.scalar_subquery()), jobs.c.state == JobState.SCHEDULED)
+        .where(jobs.c.id.in_(due.scalar_subquery()), state_still(JobState.SCHEDULED))
         .values(state=JobState.AVAILABLE)
         .returning(jobs.c.id, jobs.c.queue, jobs.c.task_type, jobs.c.attempt)
     )
@@ -585,7 +599,7 @@ def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
     if step == CancelStep.FINISH:
         changed = conn.execute(
             sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == state)
+            .where(jobs.c.id == job_id, state_still(state))
             .values(state=JobState.CANCELLED, finished_at=now)
         ).rowcount
         counts.moved(conn, locked.queue, locked.task_type, state, JobState.CANCELLED, changed)
@@ -593,7 +607,7 @@ def cancel(conn: Connection, job_id: str, now: Micros) -> Job:
         # The worker hears of it in its next heartbeat; its receipt ends the job.
         changed = conn.execute(
             sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == JobState.LEASED)
+            .where(jobs.c.id == job_id, state_still(JobState.LEASED))
             .values(cancel_requested=True)
         ).rowcount
     else:
@@ -610,7 +624,7 @@ def retry(conn: Connection, job_id: str, now: Micros) -> Job:
     check_retryable(job_id, state)
     changed = conn.execute(
         sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state == state)
+        .where(jobs.c.id == job_id, state_still(state))
         .values(
             state=JobState.AVAILABLE,
             attempt=0,
