@@ -28,8 +28,8 @@ from conveyor_server.config import ConfigError
 from conveyor_server.store.blobs import (
     AES_GCM_VERSION,
     MAGIC,
-    PLAIN_VERSION,
     associated_data,
+    plain_opened,
     unreadable,
     version_of,
 )
@@ -107,11 +107,10 @@ class AesGcmCodec:
     def open(self, job_id: str, field: str, stored: bytes | None) -> bytes | None:
         if stored is None:
             return None
+        value = plain_opened(stored)
+        if value is not None:
+            return value
         version = version_of(stored)
-        if version is None:
-            return stored
-        if version == PLAIN_VERSION:
-            return stored[len(MAGIC) + 1 :]
         if version != AES_GCM_VERSION:
             raise unreadable(job_id, field, f"its header names an unknown version {version}")
         key_id, body_at = _key_id(stored)

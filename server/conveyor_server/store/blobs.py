@@ -74,6 +74,17 @@ def plain_sealed(value: bytes) -> bytes:
     return value
 
 
+def plain_opened(stored: bytes) -> bytes | None:
+    """The value of a plaintext `stored` (without a header, or with version 0's), None when
+    it is sealed: every codec reads plaintext, so rows written before encryption still read."""
+    version = version_of(stored)
+    if version is None:
+        return stored
+    if version == PLAIN_VERSION:
+        return stored[len(MAGIC) + 1 :]
+    return None
+
+
 def unreadable(job_id: str, field: str, why: str) -> BlobUnreadable:
     what = (
         f"the job template of schedule {shown(job_id)}"
@@ -93,11 +104,9 @@ class PlainCodec:
     def open(self, job_id: str, field: str, stored: bytes | None) -> bytes | None:
         if stored is None:
             return None
-        version = version_of(stored)
-        if version is None:
-            return stored
-        if version == PLAIN_VERSION:
-            return stored[len(MAGIC) + 1 :]
+        value = plain_opened(stored)
+        if value is not None:
+            return value
         raise unreadable(
             job_id,
             field,
