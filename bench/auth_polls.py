@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -31,22 +28,19 @@ from conveyor_server.core.auth import parse_roles
 from conveyor_server.store.tokens import TokenStore
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servers import Coordinator
 
 POLLS = 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-class Server:
+class Server(Coordinator):
+    """`conveyor serve --auth` on a fresh database holding two tokens: `poller` (a worker)
+    and `other` (a producer)."""
+
     def __init__(self) -> None:
         directory = tempfile.mkdtemp(prefix="conveyor-bench-auth-")
         db = f"sqlite:///{directory}/bench.db"
@@ -55,30 +49,7 @@ class Server:
         self.poller = tokens.create("poller", "default", parse_roles(["worker"]), ())
         self.other = tokens.create("other", "default", parse_roles(["producer"]), ())
         tokens.close()
-        self.address = f"127.0.0.1:{_free_port()}"
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "conveyor_server", "serve", "--db", db),
-                *("--listen", self.address, "--auth", "--max-long-polls", str(POLLS)),
-                *("--enqueue-rate", "0", "--log-level", "warning"),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def wait_ready(self, health: health_pb2_grpc.HealthStub) -> None:
-        for _ in range(400):
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.05)
-        raise RuntimeError("coordinator did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        super().__init__(db, "--auth", "--max-long-polls", str(POLLS), "--enqueue-rate", "0")
 
 
 async def _latencies(call: Callable[[], Awaitable[object]], calls: int) -> dict[str, float]:
@@ -128,7 +99,7 @@ async def one_run(calls: int) -> dict[str, float]:
         async with grpc.aio.insecure_channel(server.address) as measure:
             health = health_pb2_grpc.HealthStub(measure)
             stub = rpc.CoordinatorServiceStub(measure)
-            await server.wait_ready(health)
+            await server.wait_ready(within_s=20.0, channel=measure)
             enqueue = pb.EnqueueRequest(job=pb.JobSpec(queue="work", task_type="t"))
 
             async def check() -> object:

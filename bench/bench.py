@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,20 +46,13 @@ from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servers import Coordinator, free_port
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
+class Server(Coordinator):
     """A coordinator in its own process, on a fresh SQLite file or PostgreSQL database."""
 
     def __init__(
@@ -73,7 +65,6 @@ class Server:
         """`shared_with`: a second coordinator on that one's PostgreSQL database, which the
         first one drops when it stops."""
         self.dir = tempfile.mkdtemp(prefix="conveyor-bench-")
-        self.address = f"127.0.0.1:{_free_port()}"
         self.pg_url = pg_url
         self.db = f"sqlite:///{self.dir}/bench.db"
         self.owns_database = shared_with is None
@@ -81,48 +72,18 @@ class Server:
             self.pg_url, self.pg_database = shared_with.pg_url, shared_with.pg_database
             self.db = shared_with.db
         elif pg_url is not None:
-            self.pg_database = f"conveyor_bench_{os.getpid()}_{_free_port()}"
+            self.pg_database = f"conveyor_bench_{os.getpid()}_{free_port()}"
             _pg_admin(pg_url, f'CREATE DATABASE "{self.pg_database}"')
             self.db = pg_url.rsplit("/", 1)[0] + "/" + self.pg_database
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "conveyor_server",
-                "serve",
-                "--db",
-                self.db,
-                "--listen",
-                self.address,
-                "--sqlite-synchronous",
-                synchronous,
-                "--log-level",
-                log_level,
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def wait_ready(self) -> None:
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(200):
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError("coordinator did not start")
+        super().__init__(self.db, "--sqlite-synchronous", synchronous, log_level=log_level)
 
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.process.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+    def stop(self, timeout_s: float = 30.0) -> None:
+        super().stop(timeout_s)
         if self.pg_url is not None and self.owns_database:
             _pg_admin(self.pg_url, f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 

@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,42 +31,16 @@ import grpc
 import sqlalchemy as sa
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servers import Coordinator
 
-from bench import _free_port, _pg_admin
+from bench import _pg_admin
 
 QUEUE = "stats"
 # Every column of a job row is copied from the template but these.
 _VARIED = ("id", "priority", "run_at", "created_at")
-
-
-class Coordinator:
-    def __init__(self, db: str, *flags: str) -> None:
-        self.address = f"127.0.0.1:{_free_port()}"
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "conveyor_server", "serve", "--db", db),
-                *("--listen", self.address, "--log-level", "warning", *flags),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def wait_ready(self) -> None:
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(6000):
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError("coordinator did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
+# A start with --recount-queues counts every job, slow at a million: wait longer for it.
+_START_S = 300.0
+_STOP_S = 60.0
 
 
 def _fill(db: str, depth: int) -> None:
@@ -151,21 +123,21 @@ async def _seed(address: str) -> None:
 async def run(db: str, depth: int, samples: int) -> dict[str, float]:
     first = Coordinator(db)
     try:
-        await first.wait_ready()
+        await first.wait_ready(_START_S)
         await _seed(first.address)
     finally:
-        first.stop()
+        first.stop(_STOP_S)
     start = time.perf_counter()
     _fill(db, depth)
     filled = time.perf_counter() - start
     start = time.perf_counter()
     second = Coordinator(db, "--recount-queues")
     try:
-        await second.wait_ready()
+        await second.wait_ready(_START_S)
         started = time.perf_counter() - start
         figures = await _measure(second.address, depth, samples)
     finally:
-        second.stop()
+        second.stop(_STOP_S)
     figures["old_count_ms"] = _old_count_ms(db, max(3, samples // 10))
     figures["fill_s"] = filled
     figures["start_s"] = started
