@@ -41,7 +41,7 @@ from conveyor import _auth, _convert, _outcome, _tracing
 from conveyor._contracts import Contract, Version, contract_of, decode
 from conveyor._heartbeats import Heartbeats
 from conveyor._receipts import Receipts
-from conveyor._running import RunningJob, StopReason, heartbeat_interval
+from conveyor._running import RunningJob, StopReason, heartbeat_interval, job_context
 from conveyor.client import DEFAULT_ADDRESS, open_channel
 from conveyor.context import JobContext, Retry
 from conveyor.v1 import coordinator_pb2 as pb
@@ -495,17 +495,8 @@ class Worker:
         return next((task for task in tasks if task.major == major), None)
 
     def _start(self, job: pb.LeasedJob) -> None:
-        context = JobContext(
-            job_id=job.job_id,
-            queue=job.queue,
-            task_type=job.task_type,
-            task_version=job.task_version,
-            payload=job.payload,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            checkpoint=job.checkpoint or None,
-            parent_job_id=job.parent_job_id or None,
-            on_heartbeat_request=lambda: self._ask_heartbeat(job.lease_token),
+        context = job_context(
+            job, on_heartbeat_request=lambda: self._ask_heartbeat(job.lease_token)
         )
         interval = heartbeat_interval(job, self.config.heartbeat_fraction)
         running = RunningJob(job, context, interval, time.monotonic())
