@@ -1,4 +1,5 @@
-"""The SDK worker against a real coordinator on port 0 (real time, real SQLite)."""
+"""The SDK worker against a real coordinator on port 0 (real time; SQLite, and PostgreSQL too
+where a test names db_kind)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import conveyor.worker as worker_module
+import grpc
 import pytest
 from conveyor import (
     Client,
@@ -21,10 +25,11 @@ from conveyor import (
     Worker,
     WorkerConfig,
 )
-from conveyor._heartbeats import Heartbeats
+from conveyor._heartbeats import Confirmation, Heartbeats
 from conveyor.models import Outcome
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor_server.main import Coordinator
+from databases import DB_KINDS
 
 StartWorker = Callable[[Worker], "asyncio.Task[None]"]
 FAST_RETRY = RetryPolicy(initial_backoff=timedelta(milliseconds=10), jitter=0.0)
@@ -587,10 +592,10 @@ async def test_a_lease_reply_the_worker_never_confirms_comes_back_with_its_attem
 
     async def drop_first(
         self: Heartbeats, jobs: Sequence[pb.LeasedJob], window: float
-    ) -> list[pb.LeasedJob]:
+    ) -> Confirmation:
         if not dropped:
             dropped.extend(job.job_id for job in jobs)
-            return []
+            return Confirmation()
         return await real_confirm(self, jobs, window)
 
     monkeypatch.setattr(Heartbeats, "confirm", drop_first)
@@ -609,3 +614,58 @@ async def test_a_lease_reply_the_worker_never_confirms_comes_back_with_its_attem
     assert dropped == [job_id]
     assert attempts == [1]
     assert (await client.get_job(job_id)).attempt == 1
+
+
+class _CancelBeforeConfirmation(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """On the worker's channel: cancels the jobs of the first HeartbeatBatch just before it
+    is sent. That call is the confirmation of the first Lease reply (no job runs yet, so
+    there is nothing else to heartbeat): the CancelJob lands after the claim and before the
+    confirmation, on the real coordinator, without any timing."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.cancelled: list[str] = []
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[Any, Any], Any],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if method.endswith("/HeartbeatBatch") and not self.cancelled:
+            for heartbeat in request.heartbeats:
+                await self._client.cancel_job(heartbeat.job_id)
+                self.cancelled.append(heartbeat.job_id)
+        return await continuation(details, request)
+
+
+@pytest.mark.parametrize("db_kind", DB_KINDS)
+async def test_a_job_cancelled_before_its_lease_is_confirmed_never_starts(
+    live_coordinator: Coordinator,
+    client: Client,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = _CancelBeforeConfirmation(client)
+
+    def channel_with_hook(address: str, *args: object, **kwargs: object) -> grpc.aio.Channel:
+        interceptors: Any = [hook]  # grpc's stubs type the list narrower than it is
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+
+    monkeypatch.setattr(worker_module, "open_channel", channel_with_hook)
+    worker = _worker(live_coordinator, config=WorkerConfig(concurrency=1))
+    calls: list[str] = []
+
+    @worker.task("never")
+    async def never(job: JobContext) -> bytes:
+        calls.append(job.job_id)
+        return b"ran"
+
+    job_id = (await client.enqueue("q", "never", lease_duration=3600)).job_id
+    start_worker(worker)
+
+    final = await client.wait_job(job_id, timeout=10)
+    assert hook.cancelled == [job_id]
+    assert calls == []
+    assert final.state is JobState.CANCELLED

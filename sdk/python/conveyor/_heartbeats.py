@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -31,6 +32,17 @@ _MAX_BATCH = 500
 _CALL_TIMEOUT = 10.0
 # A confirmation call ends this long before the earliest lease it confirms would expire.
 _CONFIRM_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The coordinator's answer to the confirmation of a Lease reply."""
+
+    # Confirmed: run these.
+    to_run: list[pb.LeasedJob] = field(default_factory=list)
+    # Confirmed, but a CancelJob reached them between the Lease and the confirmation: report
+    # them without running their handlers.
+    cancel_requested: list[pb.LeasedJob] = field(default_factory=list)
 
 
 class Heartbeats:
@@ -120,11 +132,11 @@ class Heartbeats:
                 )
                 self._failed([running], [request])
 
-    async def confirm(self, jobs: Sequence[pb.LeasedJob], window: float) -> list[pb.LeasedJob]:
+    async def confirm(self, jobs: Sequence[pb.LeasedJob], window: float) -> Confirmation:
         """Confirms the leases of a Lease reply (taken with confirm) in one HeartbeatBatch,
-        before any of its jobs runs; returns the jobs confirmed. A job the coordinator refused
-        (its window passed) is not run: it is AVAILABLE again. If the call fails until the
-        first window would pass, none is run: the coordinator hands them back unconfirmed."""
+        before any of its jobs runs. A job the coordinator refused (its window passed) is not
+        run: it is AVAILABLE again. If the call fails until the first window would pass, none
+        is run: the coordinator hands them back unconfirmed."""
         requests = [pb.HeartbeatRequest(job_id=j.job_id, lease_token=j.lease_token) for j in jobs]
         # The window, as the coordinator cut it to each job's lease (measured here, not by
         # comparing clocks with the coordinator's lease_expires_at).
@@ -148,14 +160,16 @@ class Heartbeats:
                 error.code().name,
                 error.details(),
             )
-            return []
-        confirmed = []
+            return Confirmation()
+        confirmation = Confirmation()
         for job, result in zip(jobs, reply.results, strict=True):
-            if result.code == 0:
-                confirmed.append(job)
-            else:
+            if result.code != 0:
                 log.warning("lease on job %s not confirmed: %s", job.job_id, result.message)
-        return confirmed
+            elif result.response.cancel_requested:
+                confirmation.cancel_requested.append(job)
+            else:
+                confirmation.to_run.append(job)
+        return confirmation
 
     @staticmethod
     def _request(running: RunningJob) -> pb.HeartbeatRequest:

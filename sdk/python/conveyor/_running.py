@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 
 from conveyor.context import JobContext
 from conveyor.v1 import coordinator_pb2 as pb
 
 # A job leased without a lease_duration (an older coordinator) is heartbeated as if 30 s.
 DEFAULT_LEASE_SECONDS = 30.0
+
+
+def job_context(
+    job: pb.LeasedJob, *, on_heartbeat_request: Callable[[], None] | None = None
+) -> JobContext:
+    """What the handler of a leased job sees: the one conversion the pull worker and the
+    push app share. Empty bytes and strings on the wire mean "none" (docs/protocol.md)."""
+    return JobContext(
+        job_id=job.job_id,
+        queue=job.queue,
+        task_type=job.task_type,
+        task_version=job.task_version,
+        payload=job.payload,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        checkpoint=job.checkpoint or None,
+        parent_job_id=job.parent_job_id or None,
+        on_heartbeat_request=on_heartbeat_request,
+    )
 
 
 class StopReason(enum.Enum):

@@ -29,8 +29,8 @@ from typing import Any
 
 from conveyor import _outcome
 from conveyor._push_background import BackgroundRunner, parse_deadline
-from conveyor._running import RunningJob
-from conveyor.context import JobContext, Retry
+from conveyor._running import RunningJob, job_context
+from conveyor.context import Retry
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.worker import Worker
 
@@ -192,34 +192,16 @@ def _leased_job(headers: dict[str, str], body: bytes) -> pb.LeasedJob:
 
 
 def _running_job(worker: Worker, job: pb.LeasedJob) -> RunningJob:
-    context = JobContext(
-        job_id=job.job_id,
-        queue=job.queue,
-        task_type=job.task_type,
-        task_version=job.task_version,
-        payload=job.payload,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-    )
     # No fixed interval: the background runner times heartbeats by the lease's deadline.
-    return RunningJob(job, context, 0.0, time.monotonic())
+    return RunningJob(job, job_context(job), 0.0, time.monotonic())
 
 
 async def _run(worker: Worker, job: pb.LeasedJob) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    body = job.payload
     task = worker._task_for(job)
     if task is None:
         # Retryable, as for a pull worker: another deployment may have the handler.
         return 500, [], f"no handler for task type {job.task_type[:100]!r}".encode()
-    context = JobContext(
-        job_id=job.job_id,
-        queue=job.queue,
-        task_type=job.task_type,
-        task_version=job.task_version,
-        payload=body,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-    )
+    context = job_context(job)
     try:
         if task.timeout is None:
             value = await worker._call(task, context)

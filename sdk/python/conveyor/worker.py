@@ -41,7 +41,7 @@ from conveyor import _auth, _convert, _outcome, _tracing
 from conveyor._contracts import Contract, Version, contract_of, decode
 from conveyor._heartbeats import Heartbeats
 from conveyor._receipts import Receipts
-from conveyor._running import RunningJob, StopReason, heartbeat_interval
+from conveyor._running import RunningJob, StopReason, heartbeat_interval, job_context
 from conveyor.client import DEFAULT_ADDRESS, open_channel
 from conveyor.context import JobContext, Retry
 from conveyor.v1 import coordinator_pb2 as pb
@@ -451,13 +451,30 @@ class Worker:
         jobs: Sequence[pb.LeasedJob] = lease.result().jobs
         if jobs and self.config.confirm_leases and not self._stopping.is_set():
             assert self._heartbeats is not None
-            jobs = await self._heartbeats.confirm(jobs, self.config.confirm_within)
+            confirmation = await self._heartbeats.confirm(jobs, self.config.confirm_within)
+            for job in confirmation.cancel_requested:
+                self._report_cancelled_before_start(job)
+            jobs = confirmation.to_run
         if self._stopping.is_set():
             # The reply raced stop(): hand these back unstarted, without counting an attempt.
             for job in jobs:
                 self._send_receipt(_receipt(job, pb.OUTCOME_RELEASE))
             return ()
         return jobs
+
+    def _report_cancelled_before_start(self, job: pb.LeasedJob) -> None:
+        """A CancelJob came between the Lease and its confirmation: the handler never starts.
+        Reported as a FAILURE with the Cancelled error, as for a handler cancelled while
+        running (_receipt_after_stop), rather than a RELEASE: both end the job CANCELLED
+        (docs/protocol.md), but the failure also records why in its last_error, so the job
+        reads the same whichever side of the confirmation the cancel fell. Not counted in
+        `processed`: no handler ran."""
+        log.info("job %s was cancelled before it started; not running it", job.job_id)
+        error = pb.JobError(
+            message="cancelled before it started", type=_outcome.CANCELLED_ERROR_TYPE
+        )
+        assert self._receipts is not None
+        self._receipts.send(_receipt(job, pb.OUTCOME_FAILURE, error=error))
 
     def _declared_task_types(self) -> list[pb.TaskTypeRef]:
         if not self.config.declare_task_types:
@@ -478,17 +495,8 @@ class Worker:
         return next((task for task in tasks if task.major == major), None)
 
     def _start(self, job: pb.LeasedJob) -> None:
-        context = JobContext(
-            job_id=job.job_id,
-            queue=job.queue,
-            task_type=job.task_type,
-            task_version=job.task_version,
-            payload=job.payload,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            checkpoint=job.checkpoint or None,
-            parent_job_id=job.parent_job_id or None,
-            on_heartbeat_request=lambda: self._ask_heartbeat(job.lease_token),
+        context = job_context(
+            job, on_heartbeat_request=lambda: self._ask_heartbeat(job.lease_token)
         )
         interval = heartbeat_interval(job, self.config.heartbeat_fraction)
         running = RunningJob(job, context, interval, time.monotonic())
