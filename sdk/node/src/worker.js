@@ -353,7 +353,12 @@ export class Worker {
     }
     let jobs = reply.jobs;
     if (jobs.length > 0 && this.config.confirmLeases && !this.#stopping.isSet && this.#heartbeats) {
-      jobs = await this.#heartbeats.confirm(jobs, this.config.confirmWithinMs);
+      const { confirmed, cancelled } = await this.#heartbeats.confirm(
+        jobs,
+        this.config.confirmWithinMs,
+      );
+      for (const job of cancelled) this.#cancelledBeforeStart(job);
+      jobs = confirmed;
     }
     if (this.#stopping.isSet) {
       // Released without counting an attempt, so another worker can take them at once.
@@ -361,6 +366,22 @@ export class Worker {
       return [];
     }
     return jobs;
+  }
+
+  /**
+   * Reports a job whose lease confirmation said cancel_requested, without running it.
+   *
+   * A FAILURE with the Cancelled error, as when a heartbeat cancels a running handler
+   * (receiptAfterStop): whether the cancel came before or during the run, the job ends
+   * CANCELLED (any outcome but SUCCESS does, docs/protocol.md) with the same error type.
+   * RELEASE would end it CANCELLED too, but with no error saying why.
+   * @param {any} job a LeasedJob
+   */
+  #cancelledBeforeStart(job) {
+    this.logger.info(`job ${job.jobId} was cancelled before it started; not running it`);
+    this.#receipts?.send(
+      workerFailureReceipt(job, CANCELLED_ERROR_TYPE, 'cancelled before it started'),
+    );
   }
 
   /**
