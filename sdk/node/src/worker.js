@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 
-import { JobContext } from './context.js';
+import { jobContextOf } from './context.js';
 import { contractOf, isMessageType, parseVersion } from './contracts.js';
 import { codeName } from './errors.js';
 import { Heartbeats } from './heartbeats.js';
@@ -397,17 +397,7 @@ export class Worker {
 
   /** @param {any} job a LeasedJob */
   #start(job) {
-    const context = new JobContext({
-      jobId: job.jobId,
-      queue: job.queue,
-      taskType: job.taskType,
-      taskVersion: job.taskVersion,
-      payload: job.payload,
-      attempt: job.attempt,
-      maxAttempts: job.maxAttempts,
-      checkpoint: job.checkpoint.length > 0 ? job.checkpoint : null,
-      parentJobId: job.parentJobId || null,
-    });
+    const context = jobContextOf(job);
     const interval = heartbeatIntervalMs(job, this.config.heartbeatFraction);
     const running = new RunningJob(job, context, interval, performance.now());
     context._setHeartbeatRequest(() => this.#heartbeats?.ask(job.leaseToken));
