@@ -54,6 +54,23 @@ class NodeWorker:
                 if event["event"] == name:
                     return event
 
+    async def events_until(self, name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every event before the next one called `name` (which is read, not returned)."""
+        events = []
+        async with asyncio.timeout(timeout):
+            while (event := await self.event_any())["event"] != name:
+                events.append(event)
+        return events
+
+    async def event_any(self) -> dict[str, Any]:
+        """The next event, whatever it is."""
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise AssertionError("the worker exited before printing another event")
+        event: dict[str, Any] = json.loads(line)
+        return event
+
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
 

@@ -148,3 +148,24 @@ export class JobContext {
     if (this.#saved === value) this.#unsent = true;
   }
 }
+
+/**
+ * The JobContext of a LeasedJob, for the worker (a job it leased) and push.js (a job built
+ * from a push request, which carries no checkpoint and no parent): an empty or missing
+ * checkpoint or parent job id is null.
+ * @param {any} job a LeasedJob
+ * @returns {JobContext}
+ */
+export function jobContextOf(job) {
+  return new JobContext({
+    jobId: job.jobId,
+    queue: job.queue,
+    taskType: job.taskType,
+    taskVersion: job.taskVersion,
+    payload: job.payload,
+    attempt: job.attempt,
+    maxAttempts: job.maxAttempts,
+    checkpoint: job.checkpoint?.length > 0 ? job.checkpoint : null,
+    parentJobId: job.parentJobId || null,
+  });
+}

@@ -139,12 +139,14 @@ export class Heartbeats {
 
   /**
    * Confirms the leases of a Lease reply taken with confirm, in one HeartbeatBatch, before any
-   * of its jobs runs; resolves to the jobs confirmed. A job the coordinator refused (its window
-   * passed) is not run: it is AVAILABLE again. If the call fails until the first window would
-   * pass, none is run: the coordinator hands them back unconfirmed.
+   * of its jobs runs; resolves to the jobs to run and those cancelled meanwhile. A job the
+   * coordinator refused (its window passed) is in neither: it is AVAILABLE again. A job
+   * confirmed with cancel_requested (a CancelJob came between the claim and the confirmation)
+   * is in `cancelled`: it must not run, and the caller reports it. If the call fails until the
+   * first window would pass, none is run: the coordinator hands them back unconfirmed.
    * @param {any[]} jobs LeasedJobs
    * @param {number} windowMs the confirm_within the Lease asked for
-   * @returns {Promise<any[]>}
+   * @returns {Promise<{confirmed: any[], cancelled: any[]}>}
    */
   async confirm(jobs, windowMs) {
     // The window as the coordinator cut it to each job's lease, measured here rather than by
@@ -168,14 +170,23 @@ export class Heartbeats {
         `confirming ${jobs.length} leases failed (${codeName(error.code)}: ${error.details}); ` +
           'the coordinator hands them back',
       );
-      return [];
+      return { confirmed: [], cancelled: [] };
     }
-    return jobs.filter((job, i) => {
+    /** @type {any[]} */
+    const confirmed = [];
+    /** @type {any[]} */
+    const cancelled = [];
+    jobs.forEach((job, i) => {
       const result = reply.results[i];
-      if (result.code === grpc.status.OK) return true;
-      this.logger.warn(`lease on job ${job.jobId} not confirmed: ${result.message}`);
-      return false;
+      if (result.code !== grpc.status.OK) {
+        this.logger.warn(`lease on job ${job.jobId} not confirmed: ${result.message}`);
+      } else if (result.response?.cancelRequested) {
+        cancelled.push(job);
+      } else {
+        confirmed.push(job);
+      }
     });
+    return { confirmed, cancelled };
   }
 
   /** @param {RunningJob} running */

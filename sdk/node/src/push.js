@@ -5,7 +5,7 @@
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
-import { JobContext } from './context.js';
+import { jobContextOf } from './context.js';
 import { msOf } from './proto.js';
 import { BackgroundRunner, parseDeadline } from './push_background.js';
 import { RunningJob } from './running.js';
@@ -143,18 +143,7 @@ function backgroundRunner(worker, { background = false, coordinatorUrl, coordina
  * @param {any} job
  */
 function runningJob(job) {
-  const context = new JobContext({
-    jobId: job.jobId,
-    queue: job.queue,
-    taskType: job.taskType,
-    taskVersion: job.taskVersion,
-    payload: job.payload,
-    attempt: job.attempt,
-    maxAttempts: job.maxAttempts,
-    checkpoint: null,
-    parentJobId: null,
-  });
-  return new RunningJob(job, context, 0, performance.now());
+  return new RunningJob(job, jobContextOf(job), 0, performance.now());
 }
 
 /**

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 
-import { JobContext } from './context.js';
+import { jobContextOf } from './context.js';
 import { contractOf, isMessageType, parseVersion } from './contracts.js';
 import { codeName } from './errors.js';
 import { Heartbeats } from './heartbeats.js';
@@ -353,7 +353,12 @@ export class Worker {
     }
     let jobs = reply.jobs;
     if (jobs.length > 0 && this.config.confirmLeases && !this.#stopping.isSet && this.#heartbeats) {
-      jobs = await this.#heartbeats.confirm(jobs, this.config.confirmWithinMs);
+      const { confirmed, cancelled } = await this.#heartbeats.confirm(
+        jobs,
+        this.config.confirmWithinMs,
+      );
+      for (const job of cancelled) this.#cancelledBeforeStart(job);
+      jobs = confirmed;
     }
     if (this.#stopping.isSet) {
       // Released without counting an attempt, so another worker can take them at once.
@@ -361,6 +366,22 @@ export class Worker {
       return [];
     }
     return jobs;
+  }
+
+  /**
+   * Reports a job whose lease confirmation said cancel_requested, without running it.
+   *
+   * A FAILURE with the Cancelled error, as when a heartbeat cancels a running handler
+   * (receiptAfterStop): whether the cancel came before or during the run, the job ends
+   * CANCELLED (any outcome but SUCCESS does, docs/protocol.md) with the same error type.
+   * RELEASE would end it CANCELLED too, but with no error saying why.
+   * @param {any} job a LeasedJob
+   */
+  #cancelledBeforeStart(job) {
+    this.logger.info(`job ${job.jobId} was cancelled before it started; not running it`);
+    this.#receipts?.send(
+      workerFailureReceipt(job, CANCELLED_ERROR_TYPE, 'cancelled before it started'),
+    );
   }
 
   /**
@@ -376,17 +397,7 @@ export class Worker {
 
   /** @param {any} job a LeasedJob */
   #start(job) {
-    const context = new JobContext({
-      jobId: job.jobId,
-      queue: job.queue,
-      taskType: job.taskType,
-      taskVersion: job.taskVersion,
-      payload: job.payload,
-      attempt: job.attempt,
-      maxAttempts: job.maxAttempts,
-      checkpoint: job.checkpoint.length > 0 ? job.checkpoint : null,
-      parentJobId: job.parentJobId || null,
-    });
+    const context = jobContextOf(job);
     const interval = heartbeatIntervalMs(job, this.config.heartbeatFraction);
     const running = new RunningJob(job, context, interval, performance.now());
     context._setHeartbeatRequest(() => this.#heartbeats?.ask(job.leaseToken));
