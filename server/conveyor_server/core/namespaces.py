@@ -147,7 +147,7 @@ class Scope:
         return NameFilter(prefixes=prefixes, admits=self.owns_queue)
 
     def _stored_prefix(self, local_prefix: str) -> str:
-        # Not qualify(): a prefix is no name, and its length was checked with the glob.
+        # Not qualify(): a prefix is no name; one too long for the namespace matches nothing.
         if self.namespace == DEFAULT_NAMESPACE:
             return local_prefix
         return f"{self.namespace}{SEPARATOR}{local_prefix}"
