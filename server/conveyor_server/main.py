@@ -26,7 +26,7 @@ from conveyor_server.api.limits import PrincipalLimits, PrincipalLimitsConfig
 from conveyor_server.api.registration import add_coordinator_servicer
 from conveyor_server.api.rpc_metrics import RpcMetricsInterceptor
 from conveyor_server.api.servicer import CoordinatorServicer
-from conveyor_server.api.validation import Limits, job_template_reader
+from conveyor_server.api.validation import Limits, job_template_queue, job_template_reader
 from conveyor_server.config import MAX_MESSAGE_BYTES, ServerConfig
 from conveyor_server.core.broadcast import BroadcastWakeups
 from conveyor_server.core.clock import Clock, SystemClock
@@ -151,7 +151,11 @@ class Coordinator:
             max_payload_bytes=config.max_payload_bytes, max_message_bytes=MAX_MESSAGE_BYTES
         )
         schedules = ScheduleService(
-            store, clock, cron_alarm, read_template=job_template_reader(limits)
+            store,
+            clock,
+            cron_alarm,
+            read_template=job_template_reader(limits),
+            template_queue=job_template_queue,
         )
         servicer = CoordinatorServicer(jobs, queues, schedules, task_types, limits)
         add_coordinator_servicer(servicer, server)

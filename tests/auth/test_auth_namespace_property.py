@@ -1,9 +1,9 @@
 """The namespace property (issue 10, item 2): principals of three namespaces (one of them held
 to a queue glob) doing random enqueues, gets, waits, cancels, retries, lists, leases and
 schedule calls on a real coordinator with --auth never see a job, queue or schedule of another
-namespace (or a job outside their globs), and a job they may not see is NOT_FOUND in exactly
-the words of a job that does not exist. Run on SQLite and PostgreSQL; bounded (a few hundred
-RPCs) so that each store takes seconds."""
+namespace (or a job, queue or schedule outside their globs), and a job they may not see is
+NOT_FOUND in exactly the words of a job that does not exist. Run on SQLite and PostgreSQL;
+bounded (a few hundred RPCs) so that each store takes seconds."""
 
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ def _list_queues(w: World, p: Principal) -> None:
     reply, error = w.call(p, "ListQueues", pb.ListQueuesRequest(page_size=100))
     assert error is None, error
     assert isinstance(reply, pb.ListQueuesResponse)
-    assert {q.name for q in reply.queues} == {q for ns, q in w.queues if ns == p.namespace}
+    assert {q.name for q in reply.queues} == {q for ns, q in w.queues if p.sees(ns, q)}
 
 
 def _schedule(w: World, p: Principal, name: str, create: bool) -> None:

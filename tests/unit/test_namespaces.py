@@ -51,6 +51,34 @@ def test_queue_globs_apply_to_the_local_name() -> None:
     assert not scope.owns_queue("mail")
 
 
+@st.composite
+def name_and_glob(draw: st.DrawFn) -> tuple[str, str]:
+    """A local name and a glob made from it (so that it mostly matches): a slice of the name
+    becomes `*`, `?`, a set `[c]`, `[!c]`, or stays; plus some globs that match nothing."""
+    local = draw(names)
+    start = draw(st.integers(0, len(local)))
+    end = draw(st.integers(start, len(local)))
+    part = local[start:end]
+    wildcard = draw(
+        st.sampled_from(["*", "?" * len(part), f"[{part[:1]}]", "[!/]" * len(part), part, "["])
+    )
+    return local, local[:start] + wildcard + local[end:]
+
+
+@given(names, name_and_glob())
+def test_every_queue_a_glob_admits_starts_with_a_prefix_the_store_narrows_by(
+    namespace: str, local_and_glob: tuple[str, str]
+) -> None:
+    """The store's SQL keeps only names starting with a prefix of the filter; the exact test
+    comes after it, so the prefixes must never drop a queue the globs match."""
+    local, glob = local_and_glob
+    names_filter = Scope(namespace, (glob,)).queue_names()
+    assert names_filter is not None
+    stored = qualify_in(namespace, local)
+    if names_filter.admits(stored):
+        assert any(stored.startswith(prefix) for prefix in names_filter.prefixes)
+
+
 def test_error_text_loses_the_namespace_prefix() -> None:
     text = "queue 'alpha/mail' not found; task type \"alpha/send\""
     assert Scope("alpha").unqualify_text(text) == "queue 'mail' not found; task type \"send\""

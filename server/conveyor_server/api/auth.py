@@ -16,7 +16,12 @@ GetQueue (name), UpdateQueue (queue.name), CreateSchedule and UpdateSchedule
 Heartbeat, Receipt) cannot be checked here, before the job is read: the interceptor hands the
 servicer the caller's Scope (its namespace and queue globs, api/caller.py), and core/scoped.py
 answers a job outside it (another namespace, or a queue the globs do not match) with the
-NOT_FOUND of a job that does not exist, before acting on it.
+NOT_FOUND of a job that does not exist, before acting on it. Schedules named by name are
+scoped the same way, by their job queue: GetSchedule, UpdateSchedule, PauseSchedule,
+ResumeSchedule and DeleteSchedule answer one whose job queue the globs do not match with the
+NOT_FOUND of a missing schedule, and change nothing (UpdateSchedule's check here covers only
+the queue it moves a schedule to). ListQueues and ListSchedules name no queue: they return
+only the queues, and the schedules whose job queue, the globs match, in full pages.
 
 Status codes: a missing, malformed, unknown or revoked token is UNAUTHENTICATED; a role or queue
 not granted is PERMISSION_DENIED; a limit is RESOURCE_EXHAUSTED with google.rpc.RetryInfo in

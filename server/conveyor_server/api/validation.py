@@ -813,6 +813,13 @@ def job_template_reader(limits: Limits) -> Callable[[bytes], JobSpecInput]:
     return read
 
 
+def job_template_queue(data: bytes) -> str:
+    """The queue a stored template names, as its namespace knows it; read without validating
+    the rest, so that a template that no longer validates (limits lowered since) still
+    belongs to its queue's scope."""
+    return pb.JobSpec.FromString(data).queue
+
+
 def schedule_update(
     request: pb.UpdateScheduleRequest, limits: Limits
 ) -> tuple[str, Callable[[ScheduleSpec], ScheduleSpec]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -409,6 +409,18 @@ class JobPage:
     jobs: list[Job]
     # True when the page is full or was cut short by its size: ask for the next one.
     more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NameFilter:
+    """Which stored names a listing may return (a token's queue globs, core/namespaces.py):
+    those that start with one of `prefixes`, which the store can test in SQL to skip most
+    other rows, and that `admits` accepts, the exact test, which the store applies in Python
+    before it reads anything more of a row. The globs' meaning (fnmatch) is written once, in
+    `admits`; SQL only narrows, so the two databases cannot disagree with it."""
+
+    prefixes: tuple[str, ...]
+    admits: Callable[[str], bool]
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from conveyor_server.core.model import (
     Job,
     JobSpecInput,
     LeasedJob,
+    NameFilter,
     Queue,
     QueueConfig,
     TaskTypeRef,
@@ -48,12 +49,28 @@ SEPARATOR = "/"
 Named = TypeVar("Named", EnqueueResult, Job, LeasedJob)
 # The width of the name columns (store/schema.py) and the wire limit of a name.
 MAX_STORED_NAME = 128
+# The characters that start a wildcard in a glob (fnmatch has no escape character).
+_WILDCARDS = frozenset("*?[")
 
 
 def job_not_found(job_id: str) -> NotFound:
     """The one answer for a job that does not exist *or* is outside the caller's scope: the
     store's text, so that the two cannot be told apart."""
     return NotFound(f"job {shown(job_id)} not found")
+
+
+def schedule_not_found(stored_name: str) -> NotFound:
+    """The one answer for a schedule that does not exist *or* whose job queue the caller's
+    globs do not match: the store raises it too, so that the two cannot be told apart."""
+    return NotFound(f"schedule {shown(stored_name)} not found")
+
+
+def glob_prefix(glob: str) -> str:
+    """The literal text every name a glob matches starts with (up to its first wildcard)."""
+    for index, char in enumerate(glob):
+        if char in _WILDCARDS:
+            return glob[:index]
+    return glob
 
 
 def namespace_of(stored: str) -> str:
@@ -108,13 +125,32 @@ class Scope:
             return None
         return local_of(stored)
 
+    def may_use_queue(self, local_queue: str) -> bool:
+        """Whether the token's globs match a queue as the caller names it (as
+        core/auth.Principal.may_use_queue decides for the queues a request names)."""
+        return not self.queue_globs or any(
+            fnmatch.fnmatchcase(local_queue, pattern) for pattern in self.queue_globs
+        )
+
     def owns_queue(self, stored_queue: str) -> bool:
         local = self.local(stored_queue)
-        if local is None:
-            return False
-        return not self.queue_globs or any(
-            fnmatch.fnmatchcase(local, pattern) for pattern in self.queue_globs
+        return local is not None and self.may_use_queue(local)
+
+    def queue_names(self) -> NameFilter | None:
+        """The store's filter for the stored names of the queues in scope; None when the
+        token has no globs (the namespace filter alone is the scope)."""
+        if not self.queue_globs:
+            return None
+        prefixes = tuple(
+            dict.fromkeys(self._stored_prefix(glob_prefix(g)) for g in self.queue_globs)
         )
+        return NameFilter(prefixes=prefixes, admits=self.owns_queue)
+
+    def _stored_prefix(self, local_prefix: str) -> str:
+        # Not qualify(): a prefix is no name; one too long for the namespace matches nothing.
+        if self.namespace == DEFAULT_NAMESPACE:
+            return local_prefix
+        return f"{self.namespace}{SEPARATOR}{local_prefix}"
 
     def _strip(self, stored: str) -> str:
         local = self.local(stored)

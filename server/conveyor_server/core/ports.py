@@ -21,6 +21,7 @@ from conveyor_server.core.model import (
     LeaseParams,
     ListJobsParams,
     Micros,
+    NameFilter,
     NewJob,
     Queue,
     QueueConfig,
@@ -133,9 +134,17 @@ class Store(Protocol):
     async def get_queue(self, name: str, now: Micros) -> Queue: ...
 
     async def list_queues(
-        self, after: str | None, limit: int, now: Micros, *, namespace: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        now: Micros,
+        *,
+        namespace: str | None = None,
+        names: NameFilter | None = None,
     ) -> list[Queue]:
-        """`namespace`: only its queues (core/namespaces.py); None: every namespace's."""
+        """`namespace`: only its queues (core/namespaces.py); None: every namespace's.
+        `names`: only the queues it admits, tested before their statistics are read; the
+        page is still `limit` long while more admitted queues follow."""
         ...
 
     async def list_push_queues(self, after: str | None, limit: int) -> list[QueueConfig]:
@@ -169,14 +178,26 @@ class Store(Protocol):
     async def get_schedule(self, name: str) -> Schedule: ...
 
     async def list_schedules(
-        self, after: str | None, limit: int, *, namespace: str | None = None
-    ) -> list[Schedule]: ...
+        self,
+        after: str | None,
+        limit: int,
+        *,
+        namespace: str | None = None,
+        visible: Callable[[Schedule], bool] | None = None,
+    ) -> list[Schedule]:
+        """`visible`: only the schedules it accepts; the page is still `limit` long while
+        more accepted schedules follow."""
+        ...
 
     async def update_schedule(
         self, name: str, change: Callable[[Schedule], Schedule]
     ) -> Schedule: ...
 
-    async def delete_schedule(self, name: str) -> None: ...
+    async def delete_schedule(
+        self, name: str, *, visible: Callable[[Schedule], bool] | None = None
+    ) -> None:
+        """NotFound if there is no such schedule, or `visible` refuses it (then it stays)."""
+        ...
 
     async def fire_schedules(
         self, now: Micros, limit: int, planner: FirePlanner, max_depth: int

@@ -7,7 +7,7 @@ import builtins
 from collections.abc import Callable
 
 from conveyor_server.core.clock import Clock
-from conveyor_server.core.model import Queue, QueueConfig
+from conveyor_server.core.model import NameFilter, Queue, QueueConfig
 from conveyor_server.core.notify import QueueWakeups
 from conveyor_server.core.ports import Store
 
@@ -29,10 +29,17 @@ class QueueService:
         return await self._store.get_queue(name, self._clock.now())
 
     async def list(
-        self, after: str | None, limit: int, namespace: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        namespace: str | None = None,
+        names: NameFilter | None = None,
     ) -> list[Queue]:
-        """`namespace`: only that namespace's queues (None: all of them)."""
-        return await self._store.list_queues(after, limit, self._clock.now(), namespace=namespace)
+        """`namespace`: only that namespace's queues (None: all of them); `names`: only the
+        queues it admits, pages still full (the store goes on reading past the others)."""
+        return await self._store.list_queues(
+            after, limit, self._clock.now(), namespace=namespace, names=names
+        )
 
     async def list_push(self, after: str | None, limit: int) -> builtins.list[QueueConfig]:
         """The settings of the push queues only, with no job counts (cheap to poll)."""

@@ -11,7 +11,7 @@ import structlog
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.jobs import new_job
 from conveyor_server.core.model import JobSpecInput, Micros
-from conveyor_server.core.namespaces import namespace_of, qualify_spec
+from conveyor_server.core.namespaces import namespace_of, qualify_spec, schedule_not_found
 from conveyor_server.core.notify import DueTimeAlarm
 from conveyor_server.core.ports import PlannedFires, Store
 from conveyor_server.core.schedules import (
@@ -27,16 +27,31 @@ log = structlog.get_logger("conveyor.schedules")
 # Turns a stored job template (a serialized JobSpec) into a validated job; injected by the
 # composition root from the API layer, which owns the wire format.
 TemplateReader = Callable[[bytes], JobSpecInput]
+# The queue a stored template names (unvalidated, local to the schedule's namespace): what a
+# token's queue globs are checked against. Injected like TemplateReader.
+TemplateQueue = Callable[[bytes], str]
+# Which schedules a caller may see (core/scoped.py decides; the store applies it).
+ScheduleFilter = Callable[[Schedule], bool]
 
 
 class ScheduleService:
     def __init__(
-        self, store: Store, clock: Clock, alarm: DueTimeAlarm, read_template: TemplateReader
+        self,
+        store: Store,
+        clock: Clock,
+        alarm: DueTimeAlarm,
+        read_template: TemplateReader,
+        template_queue: TemplateQueue,
     ) -> None:
         self._store = store
         self._clock = clock
         self._alarm = alarm
         self._read_template = read_template
+        self._template_queue = template_queue
+
+    def job_queue(self, schedule: Schedule) -> str:
+        """The queue the schedule's jobs go to, as its namespace's callers name it."""
+        return self._template_queue(schedule.spec.job_spec)
 
     def _fresh(self, spec: ScheduleSpec, previous: Schedule | None = None) -> Schedule:
         """A schedule whose next fire is computed from now (new, changed or resumed)."""
@@ -52,17 +67,36 @@ class ScheduleService:
     async def create(self, spec: ScheduleSpec) -> Schedule:
         return await self._store.create_schedule(self._fresh(spec), self._clock.now())
 
-    async def get(self, name: str) -> Schedule:
-        return await self._store.get_schedule(name)
+    async def get(self, name: str, visible: ScheduleFilter | None = None) -> Schedule:
+        """`visible`: a schedule it refuses is NOT_FOUND, as if it did not exist."""
+        schedule = await self._store.get_schedule(name)
+        if visible is not None and not visible(schedule):
+            raise schedule_not_found(name)
+        return schedule
 
     async def list(
-        self, after: str | None, limit: int, namespace: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        namespace: str | None = None,
+        visible: ScheduleFilter | None = None,
     ) -> list[Schedule]:
-        """`namespace`: only that namespace's schedules (None: all of them)."""
-        return await self._store.list_schedules(after, limit, namespace=namespace)
+        """`namespace`: only that namespace's schedules (None: all of them); `visible`: only
+        those it accepts, pages still full (the store goes on reading past the others)."""
+        return await self._store.list_schedules(after, limit, namespace=namespace, visible=visible)
 
-    async def update(self, name: str, change: Callable[[ScheduleSpec], ScheduleSpec]) -> Schedule:
+    async def update(
+        self,
+        name: str,
+        change: Callable[[ScheduleSpec], ScheduleSpec],
+        visible: ScheduleFilter | None = None,
+    ) -> Schedule:
+        """`visible` is checked on the locked row, so a schedule the caller may not see is
+        NOT_FOUND and left as it was, however another caller changes it meanwhile."""
+
         def apply(current: Schedule) -> Schedule:
+            if visible is not None and not visible(current):
+                raise schedule_not_found(name)
             spec = change(current.spec)
             timing_changed = (spec.cron, spec.timezone) != (
                 current.spec.cron,
@@ -76,11 +110,16 @@ class ScheduleService:
 
         return await self._store.update_schedule(name, apply)
 
-    async def set_paused(self, name: str, paused: bool) -> Schedule:
-        return await self.update(name, lambda spec: dataclasses.replace(spec, paused=paused))
+    async def set_paused(
+        self, name: str, paused: bool, visible: ScheduleFilter | None = None
+    ) -> Schedule:
+        return await self.update(
+            name, lambda spec: dataclasses.replace(spec, paused=paused), visible
+        )
 
-    async def delete(self, name: str) -> None:
-        await self._store.delete_schedule(name)
+    async def delete(self, name: str, visible: ScheduleFilter | None = None) -> None:
+        """`visible`: as for update, checked on the row the delete removes."""
+        await self._store.delete_schedule(name, visible=visible)
 
     def plan(self, schedule: Schedule, now: Micros) -> PlannedFires:
         """The jobs a due schedule enqueues now; each is due at once. A template that no

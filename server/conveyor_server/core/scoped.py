@@ -3,8 +3,11 @@
 This is the one place where a scope meets the services; the servicer (gRPC and HTTP alike)
 calls nothing else. Names go in qualified and come out local; a job outside the scope (another
 namespace, or a queue the token's globs do not match) is NOT_FOUND with the text of a missing
-job, checked before anything is done to it (cancel, retry, wait). Lists are filtered by the
-store (a page is never short because rows were dropped after the query)."""
+job, checked before anything is done to it (cancel, retry, wait). A schedule whose job queue
+the globs do not match is NOT_FOUND in the words of a missing schedule (get, update, pause,
+resume, delete), checked by the store on the row it acts on. Lists are filtered by the store
+(a page is never short because rows were dropped after the query): by namespace in SQL, and
+by the globs as the store reads (ListQueues, ListSchedules)."""
 
 from __future__ import annotations
 
@@ -170,16 +173,28 @@ class Namespaced:
 
     # -- schedules ---------------------------------------------------------------------------
 
+    def _schedule_visible(self) -> Callable[[Schedule], bool] | None:
+        """A schedule is in scope when its job queue is (the name is already qualified);
+        None when the token has no globs. Outside the scope it is NOT_FOUND, as a job is."""
+        if not self.scope.queue_globs:
+            return None
+        job_queue = self._s.schedules.job_queue
+        return lambda schedule: self.scope.may_use_queue(job_queue(schedule))
+
     async def create_schedule(self, spec: ScheduleSpec) -> Schedule:
         created = await self._s.schedules.create(self.scope.schedule_spec_in(spec))
         return self.scope.schedule_out(created)
 
     async def get_schedule(self, name: str) -> Schedule:
-        return self.scope.schedule_out(await self._s.schedules.get(self.scope.qualify(name)))
+        found = await self._s.schedules.get(self.scope.qualify(name), self._schedule_visible())
+        return self.scope.schedule_out(found)
 
     async def list_schedules(self, after: str | None, limit: int) -> list[Schedule]:
         found = await self._s.schedules.list(
-            self.scope.qualify(after) if after else None, limit, namespace=self.scope.namespace
+            self.scope.qualify(after) if after else None,
+            limit,
+            namespace=self.scope.namespace,
+            visible=self._schedule_visible(),
         )
         return [self.scope.schedule_out(s) for s in found]
 
@@ -189,15 +204,19 @@ class Namespaced:
         def scoped(spec: ScheduleSpec) -> ScheduleSpec:
             return self.scope.schedule_spec_in(change(self.scope.schedule_spec_out(spec)))
 
-        updated = await self._s.schedules.update(self.scope.qualify(name), scoped)
+        updated = await self._s.schedules.update(
+            self.scope.qualify(name), scoped, self._schedule_visible()
+        )
         return self.scope.schedule_out(updated)
 
     async def set_schedule_paused(self, name: str, paused: bool) -> Schedule:
-        updated = await self._s.schedules.set_paused(self.scope.qualify(name), paused)
+        updated = await self._s.schedules.set_paused(
+            self.scope.qualify(name), paused, self._schedule_visible()
+        )
         return self.scope.schedule_out(updated)
 
     async def delete_schedule(self, name: str) -> None:
-        await self._s.schedules.delete(self.scope.qualify(name))
+        await self._s.schedules.delete(self.scope.qualify(name), self._schedule_visible())
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -206,7 +225,10 @@ class Namespaced:
 
     async def list_queues(self, after: str | None, limit: int) -> list[Queue]:
         found = await self._s.queues.list(
-            self.scope.qualify(after) if after else None, limit, namespace=self.scope.namespace
+            self.scope.qualify(after) if after else None,
+            limit,
+            namespace=self.scope.namespace,
+            names=self.scope.queue_names(),
         )
         return [self.scope.queue_out(q) for q in found]
 

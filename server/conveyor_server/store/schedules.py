@@ -11,8 +11,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from conveyor_server.core.model import Micros
+from conveyor_server.core.namespaces import schedule_not_found
 from conveyor_server.core.schedules import MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec
-from conveyor_server.errors import AlreadyExists, NotFound, shown
+from conveyor_server.errors import AlreadyExists, shown
 from conveyor_server.store import dialects
 from conveyor_server.store.blobs import BlobCodec, codec_of
 from conveyor_server.store.namespaced import in_namespace
@@ -70,7 +71,7 @@ def insert(conn: Connection, schedule: Schedule, now: Micros) -> None:
 def load(conn: Connection, name: str) -> Schedule:
     row = (conn.execute(sa.select(schedules).where(schedules.c.name == name))).first()
     if row is None:
-        raise NotFound(f"schedule {shown(name)} not found")
+        raise schedule_not_found(name)
     return schedule_from_row(row, codec_of(conn))
 
 
@@ -85,7 +86,7 @@ def save(conn: Connection, schedule: Schedule) -> None:
 def delete(conn: Connection, name: str) -> None:
     result = conn.execute(sa.delete(schedules).where(schedules.c.name == name))
     if not result.rowcount:
-        raise NotFound(f"schedule {shown(name)} not found")
+        raise schedule_not_found(name)
 
 
 def page(

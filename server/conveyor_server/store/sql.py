@@ -35,6 +35,7 @@ from conveyor_server.core.model import (
     LeaseParams,
     ListJobsParams,
     Micros,
+    NameFilter,
     NewJob,
     Queue,
     QueueConfig,
@@ -42,6 +43,7 @@ from conveyor_server.core.model import (
     TransitionResult,
     Version,
 )
+from conveyor_server.core.namespaces import schedule_not_found
 from conveyor_server.core.ports import (
     ExpiryDecider,
     Fire,
@@ -63,7 +65,7 @@ from conveyor_server.store.jobs_sql import ISOLATED_ERROR_TYPE
 from conveyor_server.store.listen import CHANNEL, WakeupListener, payloads
 from conveyor_server.store.lock import DatabaseLock
 from conveyor_server.store.migrate import upgrade_to_head
-from conveyor_server.store.namespaced import in_namespace
+from conveyor_server.store.namespaced import filled_page, in_namespace, starts_with_any
 from conveyor_server.store.rows import chunks
 from conveyor_server.store.schema import (
     FINISHED,
@@ -382,17 +384,40 @@ class SqlStore:
         )
 
     async def list_queues(
-        self, after: str | None, limit: int, now: Micros, *, namespace: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        now: Micros,
+        *,
+        namespace: str | None = None,
+        names: NameFilter | None = None,
     ) -> list[Queue]:
-        query = sa.select(queues.c.name).order_by(queues.c.name).limit(limit)
-        if after:
-            query = query.where(queues.c.name > after)
+        query = sa.select(queues.c.name).order_by(queues.c.name)
         if namespace is not None:
             query = query.where(in_namespace(queues.c.name, namespace))
+        narrowed = starts_with_any(queues.c.name, names.prefixes) if names else None
+        if narrowed is not None:  # a clause has no truth value: compare with None
+            query = query.where(narrowed)
+
+        def page_of(conn: Connection, cursor: str | None, size: int) -> list[str]:
+            paged = query.limit(size)
+            if cursor:
+                paged = paged.where(queues.c.name > cursor)
+            return [row.name for row in conn.execute(paged)]
 
         def run(conn: Connection) -> list[Queue]:
-            names = [row.name for row in conn.execute(query)]
-            return [self._load_queue(conn, name, now) for name in names]
+            if names is None:
+                listed = page_of(conn, after, limit)
+            else:
+                # Names first, statistics only for the admitted ones (they cost queries).
+                listed = filled_page(
+                    lambda cursor, size: page_of(conn, cursor, size),
+                    lambda name: name,
+                    names.admits,
+                    after,
+                    limit,
+                )
+            return [self._load_queue(conn, name, now) for name in listed]
 
         return await self._read(run)
 
@@ -461,9 +486,26 @@ class SqlStore:
         return await self._read(lambda conn: schedules_sql.load(conn, name))
 
     async def list_schedules(
-        self, after: str | None, limit: int, *, namespace: str | None = None
+        self,
+        after: str | None,
+        limit: int,
+        *,
+        namespace: str | None = None,
+        visible: Callable[[Schedule], bool] | None = None,
     ) -> list[Schedule]:
-        return await self._read(lambda conn: schedules_sql.page(conn, after, limit, namespace))
+        def run(conn: Connection) -> list[Schedule]:
+            if visible is None:
+                return schedules_sql.page(conn, after, limit, namespace)
+            # The test reads the job template, opaque (and maybe sealed) bytes to SQL.
+            return filled_page(
+                lambda cursor, size: schedules_sql.page(conn, cursor, size, namespace),
+                lambda schedule: schedule.spec.name,
+                visible,
+                after,
+                limit,
+            )
+
+        return await self._read(run)
 
     async def update_schedule(self, name: str, change: Callable[[Schedule], Schedule]) -> Schedule:
         def run(conn: Connection) -> Schedule:
@@ -480,8 +522,23 @@ class SqlStore:
         result: Schedule = await self._write(run)
         return result
 
-    async def delete_schedule(self, name: str) -> None:
-        await self._write(lambda conn: schedules_sql.delete(conn, name))
+    async def delete_schedule(
+        self, name: str, *, visible: Callable[[Schedule], bool] | None = None
+    ) -> None:
+        def run(conn: Connection) -> None:
+            if visible is not None:
+                # Locked (PostgreSQL) and tested in the deleting transaction: a concurrent
+                # change cannot slip a schedule the caller may not see under the delete.
+                conn.execute(
+                    dialects.lock_rows(
+                        conn.dialect, sa.select(schedules.c.name).where(schedules.c.name == name)
+                    )
+                )
+                if not visible(schedules_sql.load(conn, name)):
+                    raise schedule_not_found(name)
+            schedules_sql.delete(conn, name)
+
+        await self._write(run)
 
     async def fire_schedules(
         self, now: Micros, limit: int, planner: FirePlanner, max_depth: int
