@@ -141,6 +141,19 @@ async def test_a_heartbeat_asking_when_no_checkpoint_is_stored_gets_none(wire: W
     assert not reply.HasField("checkpoint")
 
 
+async def test_a_heartbeat_asking_after_the_checkpoint_was_cleared_gets_none(
+    wire: Wire,
+) -> None:
+    """An empty checkpoint clears the stored one (docs/protocol.md): none comes back."""
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=b"step-1")
+    await wire.heartbeat(leased, checkpoint=b"")
+    assert not (await wire.heartbeat(leased, return_checkpoint=True)).HasField("checkpoint")
+    cleared_and_asked = await wire.heartbeat(leased, checkpoint=b"", return_checkpoint=True)
+    assert not cleared_and_asked.HasField("checkpoint")
+
+
 async def test_asking_for_the_checkpoint_with_a_stale_token_is_fenced(wire: Wire) -> None:
     await wire.enqueue(max_attempts=2)
     first = await wire.lease_one()

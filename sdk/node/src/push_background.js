@@ -132,7 +132,7 @@ export class BackgroundRunner {
         continue;
       }
       if (status === 200) {
-        if (typeof reply.checkpoint === 'string') {
+        if (typeof reply.checkpoint === 'string' && reply.checkpoint.length > 0) {
           running.context.checkpoint = Buffer.from(reply.checkpoint, 'base64');
         }
         if (reply.cancel_requested ?? reply.cancelRequested) {

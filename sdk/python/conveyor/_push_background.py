@@ -156,7 +156,7 @@ class BackgroundRunner:
                 reply = json_format.ParseDict(
                     body, pb.HeartbeatResponse(), ignore_unknown_fields=True
                 )
-                if reply.HasField("checkpoint"):
+                if reply.checkpoint:  # empty means none, as in LeasedJob
                     running.context.checkpoint = reply.checkpoint
                 if reply.cancel_requested:
                     running.stop(StopReason.CANCEL_REQUESTED, cancel_task=False)

@@ -450,12 +450,13 @@ def extend(
 
 def returned_checkpoint(item: HeartbeatParams, row: sa.Row[Any], blobs: BlobCodec) -> bytes | None:
     """The checkpoint a heartbeat's reply carries: none unless it asked; else the one it sent
-    (which this heartbeat stores), or the stored one, opened (None when there is none)."""
+    (which this heartbeat stores), or the stored one, opened. An empty checkpoint is none
+    (docs/protocol.md, "Checkpoints: empty versus absent"), as in LeasedJob."""
     if not item.return_checkpoint:
         return None
     if item.checkpoint is not None:
-        return item.checkpoint
-    return blobs.open(item.job_id, "checkpoint", row.checkpoint)
+        return item.checkpoint or None
+    return blobs.open(item.job_id, "checkpoint", row.checkpoint) or None
 
 
 def settle(
