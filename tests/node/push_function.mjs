@@ -4,7 +4,8 @@
 // handlers; "serve-worker SECRET ADDRESS" passes a Worker, which also runs (pulling the
 // queue "pull" from ADDRESS) with the same handlers. "serve-background SECRET HTTP_URL" answers
 // 202 and posts receipts to the coordinator's HTTP API at HTTP_URL; it prints
-// {"event":"replied","status":N} for each reply.
+// {"event":"replied","status":N} for each reply; its task "resume" answers with the checkpoint
+// an earlier attempt saved.
 import http from 'node:http';
 
 import {
@@ -61,6 +62,14 @@ if (mode === 'serve-background') {
   worker.task('flaky', (job) => {
     if (job.attempt === 1) throw new Error('first attempt fails');
     return 'second time';
+  });
+  // Attempt 1 saves progress and fails; a later one answers with the checkpoint it was handed.
+  worker.task('resume', (job) => {
+    if (job.attempt === 1) {
+      job.saveCheckpoint('step-1');
+      throw new Error('first attempt fails after step 1');
+    }
+    return job.checkpoint ?? 'no checkpoint';
   });
 }
 const handle = pushHandler(worker ?? handlers, options);

@@ -139,3 +139,21 @@ async def test_node_background_mode_answers_202_and_posts_the_receipt_over_http(
     assert [a.outcome for a in done.attempts] == [pb.OUTCOME_FAILURE, pb.OUTCOME_SUCCESS]
     assert done.attempts[0].error.message == "first attempt fails"
     assert [(await function.event("replied"))["status"] for _ in range(2)] == [202, 202]
+
+
+async def test_node_background_mode_hands_a_later_attempt_the_checkpoint_an_earlier_one_saved(
+    http_coordinator: Coordinator, spawn_node: SpawnNode
+) -> None:
+    """The push request carries only the payload: the app asks for the checkpoint with its
+    first heartbeat (return_checkpoint) before the handler starts."""
+    url = f"http://{http_coordinator.http_address}"
+    function = await spawn_node(str(PUSH_FUNCTION), "serve-background", "k", url)
+    port = (await function.event("ready"))["port"]
+    async with grpc.aio.insecure_channel(http_coordinator.address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        await set_push(stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
+        policy = pb.RetryPolicy(initial_backoff=Duration(nanos=10_000_000), jitter=0)
+        spec = pb.JobSpec(queue="fn", task_type="resume", max_attempts=2, retry_policy=policy)
+        job_id = (await stub.Enqueue(pb.EnqueueRequest(job=spec))).job_id
+        job = await job_in_state(stub, job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    assert job.state == pb.JOB_STATE_SUCCEEDED and job.result == b"step-1"

@@ -123,6 +123,30 @@ async def test_a_checkpoint_reaches_the_next_attempt_decrypted(
     assert (again.payload, again.checkpoint, again.attempt) == (PAYLOAD, CHECKPOINT, 2)
 
 
+async def test_a_heartbeat_asking_for_the_checkpoint_gets_it_decrypted(wire: Wire) -> None:
+    await wire.enqueue(payload=PAYLOAD)
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=CHECKPOINT)
+    assert (await wire.heartbeat(leased, return_checkpoint=True)).checkpoint == CHECKPOINT
+
+
+async def test_asking_for_a_checkpoint_without_its_key_is_refused_and_changes_nothing(
+    start: Callable[[str | None], Any],
+) -> None:
+    async with start(f"k1:{KEY_1}") as wire:
+        await wire.enqueue(payload=PAYLOAD)
+        leased = await wire.lease_one()
+        await wire.heartbeat(leased, checkpoint=CHECKPOINT)
+    async with start(f"k2:{KEY_2}") as wire:
+        message = await refused(
+            wire.heartbeat(leased, return_checkpoint=True), grpc.StatusCode.FAILED_PRECONDITION
+        )
+        assert "checkpoint" in message and "canary" not in message
+        assert (await wire.heartbeat(leased)).lease_expires_at  # one not asking still goes
+    async with start(f"k1:{KEY_1}") as wire:
+        assert (await wire.heartbeat(leased, return_checkpoint=True)).checkpoint == CHECKPOINT
+
+
 async def test_an_idempotent_enqueue_compares_the_decrypted_payload(
     start: Callable[[str | None], Any],
 ) -> None:

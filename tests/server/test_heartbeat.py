@@ -103,3 +103,89 @@ async def test_a_zero_extend_by_is_invalid(wire: Wire) -> None:
         wire.heartbeat(leased, extend_by=seconds(0)), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert "extend_by" in message
+
+
+async def test_a_heartbeat_asking_for_the_checkpoint_gets_the_stored_one(wire: Wire) -> None:
+    """For a worker handed the job without it (a pushed job's request carries only the
+    payload)."""
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=b"step-1")
+    reply = await wire.heartbeat(leased, return_checkpoint=True)
+    assert reply.HasField("checkpoint") and reply.checkpoint == b"step-1"
+
+
+async def test_a_heartbeat_sending_a_checkpoint_and_asking_gets_the_one_it_sent(
+    wire: Wire,
+) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=b"step-1")
+    reply = await wire.heartbeat(leased, checkpoint=b"step-2", return_checkpoint=True)
+    assert reply.checkpoint == b"step-2"
+    assert (await wire.get(leased.job_id)).checkpoint == b"step-2"
+
+
+async def test_a_heartbeat_not_asking_for_the_checkpoint_gets_none(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    reply = await wire.heartbeat(leased, checkpoint=b"step-1")
+    assert not reply.HasField("checkpoint")
+    assert not (await wire.heartbeat(leased)).HasField("checkpoint")
+
+
+async def test_a_heartbeat_asking_when_no_checkpoint_is_stored_gets_none(wire: Wire) -> None:
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    reply = await wire.heartbeat(leased, return_checkpoint=True)
+    assert not reply.HasField("checkpoint")
+
+
+async def test_a_heartbeat_asking_after_the_checkpoint_was_cleared_gets_none(
+    wire: Wire,
+) -> None:
+    """An empty checkpoint clears the stored one (docs/protocol.md): none comes back."""
+    await wire.enqueue()
+    leased = await wire.lease_one()
+    await wire.heartbeat(leased, checkpoint=b"step-1")
+    await wire.heartbeat(leased, checkpoint=b"")
+    assert not (await wire.heartbeat(leased, return_checkpoint=True)).HasField("checkpoint")
+    cleared_and_asked = await wire.heartbeat(leased, checkpoint=b"", return_checkpoint=True)
+    assert not cleared_and_asked.HasField("checkpoint")
+
+
+async def test_asking_for_the_checkpoint_with_a_stale_token_is_fenced(wire: Wire) -> None:
+    await wire.enqueue(max_attempts=2)
+    first = await wire.lease_one()
+    await wire.heartbeat(first, checkpoint=b"step-1")
+    await wire.fail(first, retry_after=seconds(0))
+    await wire.lease_one()
+    message = await refused(
+        wire.heartbeat(first, return_checkpoint=True), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert "step-1" not in message
+
+
+async def test_a_heartbeat_batch_refuses_an_item_asking_for_the_checkpoint(
+    wire: Wire, clock: FakeClock
+) -> None:
+    """A batch of checkpoints could pass the reply size limit: only Heartbeat returns one.
+    The refused item changes nothing; the others are judged as usual."""
+    for _ in range(2):
+        await wire.enqueue(lease_duration=seconds(30))
+    asking, plain = await wire.lease(max_jobs=2)
+    clock.advance(5)
+    reply = await wire.stub.HeartbeatBatch(
+        pb.HeartbeatBatchRequest(
+            heartbeats=[
+                pb.HeartbeatRequest(
+                    job_id=asking.job_id, lease_token=asking.lease_token, return_checkpoint=True
+                ),
+                pb.HeartbeatRequest(job_id=plain.job_id, lease_token=plain.lease_token),
+            ]
+        )
+    )
+    assert [r.code for r in reply.results] == [grpc.StatusCode.INVALID_ARGUMENT.value[0], 0]
+    assert "heartbeats[0].return_checkpoint" in reply.results[0].message
+    assert micros(reply.results[1].response.lease_expires_at) == clock.now() + 30 * S
+    assert (await wire.get(asking.job_id)).lease_expires_at == asking.lease_expires_at

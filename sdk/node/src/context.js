@@ -151,8 +151,8 @@ export class JobContext {
 
 /**
  * The JobContext of a LeasedJob, for the worker (a job it leased) and push.js (a job built
- * from a push request, which carries no checkpoint and no parent): an empty or missing
- * checkpoint or parent job id is null.
+ * from a push request, which carries no checkpoint and no parent; background mode fetches the
+ * checkpoint with its first heartbeat): an empty or missing checkpoint or parent job id is null.
  * @param {any} job a LeasedJob
  * @returns {JobContext}
  */

@@ -10,6 +10,7 @@ import { sleep, Wakeup } from './wakeup.js';
 // gRPC status numbers in the API's google.rpc.Status bodies meaning "this lease is over"
 // (FAILED_PRECONDITION: fenced; NOT_FOUND: the job is gone).
 const LEASE_OVER_CODES = new Set([5, 9]);
+const INVALID_ARGUMENT = 3;
 // HTTP statuses worth trying again: the coordinator is busy, restarting or behind a proxy.
 const TRANSIENT_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 const MIN_HEARTBEAT_MS = 50;
@@ -80,8 +81,9 @@ export class BackgroundRunner {
    * @param {number | null} deadlineMs
    */
   async #run(running, deadlineMs) {
+    const expiresAt = await this.#handCheckpoint(running, deadlineMs);
     const finished = new Wakeup();
-    const beats = this.#heartbeats(running, deadlineMs, finished);
+    const beats = this.#heartbeats(running, expiresAt, finished);
     let receipt;
     try {
       receipt = await this.worker.runPushed(running);
@@ -97,6 +99,58 @@ export class BackgroundRunner {
       if (checkpoint !== null) await this.#heartbeatOnce(running, checkpoint);
     }
     await this.#sendReceipt(receipt);
+  }
+
+  /**
+   * Before the handler starts: one heartbeat asking for the checkpoint an earlier attempt
+   * saved (the push request carries only the payload), which the handler then finds in
+   * job.checkpoint. Tries again while the coordinator cannot answer and the lease holds; a
+   * lease found over, or a job found cancelled, stops the job before its handler runs.
+   * Returns the lease's end as that heartbeat left it.
+   * @param {import('./running.js').RunningJob} running
+   * @param {number | null} deadlineMs
+   * @returns {Promise<number | null>}
+   */
+  async #handCheckpoint(running, deadlineMs) {
+    const { jobId, leaseToken } = running.job;
+    const body = { lease_token: leaseToken, return_checkpoint: true };
+    let backoff = RECEIPT_BACKOFF_FIRST_MS;
+    while (running.stopReason === null) {
+      let status;
+      let reply;
+      try {
+        [status, reply] = await this.#call(`/v1/jobs/${jobId}:heartbeat`, body);
+      } catch (error) {
+        if (!(error instanceof Transient)) throw error;
+        if (deadlineMs !== null && Date.now() + backoff >= deadlineMs) {
+          this.#lose(running, 'the lease ran out before a heartbeat got through');
+          break;
+        }
+        this.worker.logger.warn(`heartbeat of job ${jobId} failed (${error.message}); retrying`);
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, RECEIPT_BACKOFF_MAX_MS);
+        continue;
+      }
+      if (status === 200) {
+        if (typeof reply.checkpoint === 'string' && reply.checkpoint.length > 0) {
+          running.context.checkpoint = Buffer.from(reply.checkpoint, 'base64');
+        }
+        if (reply.cancel_requested ?? reply.cancelRequested) {
+          running.stop(StopReason.CANCEL_REQUESTED, 'the job was cancelled');
+        }
+        const renewed = Date.parse(reply.lease_expires_at ?? reply.leaseExpiresAt);
+        return Number.isFinite(renewed) ? renewed : deadlineMs;
+      }
+      if (predatesReturnCheckpoint(status, reply)) {
+        this.worker.logger.warn(
+          `the coordinator does not know return_checkpoint (an older version): job ${jobId} ` +
+            "runs without an earlier attempt's checkpoint",
+        );
+        return deadlineMs;
+      }
+      this.#lose(running, describe(status, reply));
+    }
+    return deadlineMs;
   }
 
   /**
@@ -247,6 +301,20 @@ function receiptJson(receipt) {
     json.retry_after = `${Number(seconds) + nanos / 1e9}s`;
   }
   return json;
+}
+
+/**
+ * A coordinator older than HeartbeatRequest.return_checkpoint refuses the unknown JSON field
+ * (HTTP 400, INVALID_ARGUMENT naming it).
+ * @param {number} status
+ * @param {any} body
+ */
+function predatesReturnCheckpoint(status, body) {
+  return (
+    status === 400 &&
+    body?.code === INVALID_ARGUMENT &&
+    String(body?.message ?? '').includes('return_checkpoint')
+  );
 }
 
 /**

@@ -414,7 +414,10 @@ export class Worker {
    * @returns {Promise<ReceiptRequest | null>}
    */
   async runPushed(running) {
-    const outcome = await this.#runHandler(running);
+    // Stopped before it started (the push app's first heartbeat found the lease over or the
+    // job cancelled, or the app is shutting down): the handler never runs.
+    const outcome =
+      running.stopReason === null ? await this.#runHandler(running) : receiptAfterStop(running);
     if (outcome !== null && outcome.outcome !== 'OUTCOME_RELEASE') this.processed += 1;
     return outcome;
   }

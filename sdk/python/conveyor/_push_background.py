@@ -31,6 +31,7 @@ log = logging.getLogger("conveyor.push")
 # gRPC status numbers in the HTTP API's google.rpc.Status bodies that mean "this lease is
 # over" (FAILED_PRECONDITION: fenced; NOT_FOUND: the job is gone).
 _LEASE_OVER_CODES = frozenset({5, 9})
+_INVALID_ARGUMENT = 3
 # HTTP statuses worth trying again: the coordinator is busy, restarting or behind a proxy.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Heartbeats never come closer together than this, however short the lease.
@@ -94,6 +95,27 @@ class BackgroundRunner:
             self._client = None
 
     async def _run(self, running: RunningJob, deadline: float | None) -> None:
+        try:
+            receipt = await self._outcome(running, deadline)
+        finally:
+            del self._running[running.job.lease_token]
+        if running.stop_reason is StopReason.LEASE_LOST or receipt is None:
+            return  # someone else owns the job now: stay silent (fencing)
+        if receipt.outcome != pb.OUTCOME_SUCCESS:
+            # Progress saved since the last heartbeat is meant for the next attempt.
+            checkpoint = running.context._take_unsent_checkpoint()
+            if checkpoint is not None:
+                await self._heartbeat_once(running, checkpoint)
+        await self._send_receipt(receipt)
+
+    async def _outcome(
+        self, running: RunningJob, deadline: float | None
+    ) -> pb.ReceiptRequest | None:
+        """Hands the handler the job's checkpoint, runs it while heartbeating the lease, and
+        returns the receipt to send (None: send nothing)."""
+        deadline = await self._hand_checkpoint(running, deadline)
+        if running.stop_reason is not None:  # lost, cancelled or shut down before it started
+            return self._worker._receipt_after_stop(running)
         handler = asyncio.create_task(self._worker._run_handler(running))
         running.task = handler  # type: ignore[assignment]  # stop() cancels it
         beats = asyncio.create_task(self._heartbeats(running, deadline))
@@ -107,15 +129,49 @@ class BackgroundRunner:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
-            del self._running[running.job.lease_token]
-        if running.stop_reason is StopReason.LEASE_LOST or receipt is None:
-            return  # someone else owns the job now: stay silent (fencing)
-        if receipt.outcome != pb.OUTCOME_SUCCESS:
-            # Progress saved since the last heartbeat is meant for the next attempt.
-            checkpoint = running.context._take_unsent_checkpoint()
-            if checkpoint is not None:
-                await self._heartbeat_once(running, checkpoint)
-        await self._send_receipt(receipt)
+        return receipt
+
+    async def _hand_checkpoint(self, running: RunningJob, deadline: float | None) -> float | None:
+        """Before the handler starts: one heartbeat asking for the checkpoint an earlier
+        attempt saved (the push request carries only the payload), which the handler then
+        finds in ctx.checkpoint. Tries again while the coordinator cannot answer and the
+        lease holds. Returns the lease's end as that heartbeat left it."""
+        job = running.job
+        request = pb.HeartbeatRequest(
+            job_id=job.job_id, lease_token=job.lease_token, return_checkpoint=True
+        )
+        backoff = RECEIPT_BACKOFF_FIRST
+        while running.stop_reason is None:
+            try:
+                status, body = await self._call(f"/v1/jobs/{job.job_id}:heartbeat", request)
+            except _Transient as exc:
+                if deadline is not None and time.time() + backoff >= deadline:
+                    self._lose(running, "the lease ran out before a heartbeat got through")
+                    break
+                log.warning("heartbeat of job %s failed (%s); trying again", job.job_id, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECEIPT_BACKOFF_MAX)
+                continue
+            if status == 200:
+                reply = json_format.ParseDict(
+                    body, pb.HeartbeatResponse(), ignore_unknown_fields=True
+                )
+                if reply.checkpoint:  # empty means none, as in LeasedJob
+                    running.context.checkpoint = reply.checkpoint
+                if reply.cancel_requested:
+                    running.stop(StopReason.CANCEL_REQUESTED, cancel_task=False)
+                if reply.HasField("lease_expires_at"):
+                    return reply.lease_expires_at.ToMicroseconds() / 1e6
+                return deadline
+            if _predates_return_checkpoint(status, body):
+                log.warning(
+                    "the coordinator does not know return_checkpoint (an older version): job "
+                    "%s runs without an earlier attempt's checkpoint",
+                    job.job_id,
+                )
+                return deadline
+            self._lose(running, _describe(status, body))
+        return deadline
 
     async def _heartbeats(self, running: RunningJob, deadline: float | None) -> None:
         """Keeps the lease while the handler runs: a heartbeat each time a third (the worker's
@@ -219,6 +275,16 @@ class BackgroundRunner:
         except ValueError:
             body = {}
         return reply.status_code, body if isinstance(body, dict) else {}
+
+
+def _predates_return_checkpoint(status: int, body: dict[str, Any]) -> bool:
+    """A coordinator older than HeartbeatRequest.return_checkpoint refuses the unknown JSON
+    field (HTTP 400, INVALID_ARGUMENT naming it)."""
+    return (
+        status == 400
+        and body.get("code") == _INVALID_ARGUMENT
+        and "return_checkpoint" in str(body.get("message", ""))
+    )
 
 
 def _describe(status: int, body: dict[str, Any]) -> str:

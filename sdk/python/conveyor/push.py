@@ -14,7 +14,9 @@ good); 500 for a retryable one, or 503 with Retry-After for `Retry(after=...)`.
 
 For work longer than an HTTP request may stay open, `background=True` (or a list of task
 types) answers 202 Accepted at once and runs the handler on, heartbeating the lease and
-posting the receipt over the coordinator's HTTP/JSON API (`coordinator_url`):
+posting the receipt over the coordinator's HTTP/JSON API (`coordinator_url`). Its first
+heartbeat, before the handler starts, fetches the checkpoint an earlier attempt saved
+(`ctx.checkpoint`), which the push request does not carry:
 
     app = asgi_app(worker, secret=..., background=True, coordinator_url="http://conveyor:8081")
 """

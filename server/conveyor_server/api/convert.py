@@ -140,10 +140,13 @@ def leased_job(item: LeasedJob) -> pb.LeasedJob:
 
 
 def heartbeat_response(result: HeartbeatResult) -> pb.HeartbeatResponse:
-    return pb.HeartbeatResponse(
+    response = pb.HeartbeatResponse(
         lease_expires_at=timestamp(result.lease_expires_at),
         cancel_requested=result.cancel_requested,
     )
+    if result.checkpoint is not None:
+        response.checkpoint = result.checkpoint
+    return response
 
 
 def receipt_response(result: TransitionResult) -> pb.ReceiptResponse:

@@ -152,7 +152,7 @@ class CoordinatorServicer(rpc.CoordinatorServiceServicer):
         validation.batch_size(request.heartbeats, "heartbeats")
         parsed = _each(
             request.heartbeats,
-            lambda item, i: validation.heartbeat(item, self._limits, f"heartbeats[{i}]."),
+            lambda item, i: validation.batched_heartbeat(item, self._limits, f"heartbeats[{i}]."),
         )
         valid: list[HeartbeatParams] = [p for p in parsed if isinstance(p, HeartbeatParams)]
         outcomes = iter(await self._in.heartbeat(valid) if valid else [])

@@ -415,7 +415,19 @@ def heartbeat(request: pb.HeartbeatRequest, limits: Limits, path: str = "") -> H
         lease_token=_token(request.lease_token, path),
         extend_by=extend_by,
         checkpoint=checkpoint,
+        return_checkpoint=request.return_checkpoint,
     )
+
+
+def batched_heartbeat(request: pb.HeartbeatRequest, limits: Limits, path: str) -> HeartbeatParams:
+    """A HeartbeatBatch item: a heartbeat that does not ask for the checkpoint, since a batch
+    of checkpoints (each up to max_checkpoint_bytes) could pass the reply size limit."""
+    if request.return_checkpoint:
+        raise InvalidArgument(
+            f"{path}return_checkpoint is refused in HeartbeatBatch (the reply could pass the "
+            "size limit): ask for the checkpoint with Heartbeat"
+        )
+    return heartbeat(request, limits, path)
 
 
 def _token(value: str, path: str) -> str:

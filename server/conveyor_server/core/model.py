@@ -311,12 +311,17 @@ class HeartbeatParams:
     lease_token: str
     extend_by: Micros | None  # None: the job's own lease_duration
     checkpoint: bytes | None  # None: keep the stored one
+    # Read the stored checkpoint back (HeartbeatRequest.return_checkpoint). Off by default,
+    # so that the hot heartbeat path never reads the checkpoint column.
+    return_checkpoint: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResult:
     lease_expires_at: Micros
     cancel_requested: bool
+    # The job's checkpoint after this heartbeat, opened; only when return_checkpoint asked.
+    checkpoint: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -398,10 +398,17 @@ def rows_that_fit(
     return rows, True
 
 
+# What a heartbeat that asks for the checkpoint (return_checkpoint) reads. Only such a one
+# reads the column: a checkpoint may be as large as a payload, and heartbeats are the hot path.
+_HOLDER_AND_CHECKPOINT = [*HOLDER_COLUMNS, jobs.c.checkpoint]
+
+
 def extend(
     conn: Connection, items: Sequence[HeartbeatParams], now: Micros
 ) -> list[HeartbeatResult | ConveyorError]:
-    rows = rows_by_id(conn, [i.job_id for i in items], HOLDER_COLUMNS, lock=True)
+    asked = any(item.return_checkpoint for item in items)
+    columns = _HOLDER_AND_CHECKPOINT if asked else HOLDER_COLUMNS
+    rows = rows_by_id(conn, [i.job_id for i in items], columns, lock=True)
     blobs = codec_of(conn)
     outcomes: list[HeartbeatResult | ConveyorError] = []
     updates = []
@@ -410,6 +417,13 @@ def extend(
         problem = fencing_problem(item.job_id, item.lease_token, row, now)
         if problem is not None or row is None:
             outcomes.append(problem or NotFound(f"job {item.job_id!r} not found"))
+            continue
+        try:
+            checkpoint = returned_checkpoint(item, row, blobs)
+        except BlobUnreadable as unreadable:
+            # Its key is not configured here: refuse the heartbeat (nothing changes), as a
+            # Lease leaves such a job untaken; adding the key lets the next one through.
+            outcomes.append(unreadable)
             continue
         wanted = now + (item.extend_by if item.extend_by is not None else row.lease_duration)
         # "Extend" never shortens: a heartbeat asking for less keeps the current expiry.
@@ -423,11 +437,26 @@ def extend(
             }
         )
         outcomes.append(
-            HeartbeatResult(lease_expires_at=expires, cancel_requested=row.cancel_requested)
+            HeartbeatResult(
+                lease_expires_at=expires,
+                cancel_requested=row.cancel_requested,
+                checkpoint=checkpoint,
+            )
         )
     if updates:
         _EXTEND.executemany(conn, updates)
     return outcomes
+
+
+def returned_checkpoint(item: HeartbeatParams, row: sa.Row[Any], blobs: BlobCodec) -> bytes | None:
+    """The checkpoint a heartbeat's reply carries: none unless it asked; else the one it sent
+    (which this heartbeat stores), or the stored one, opened. An empty checkpoint is none
+    (docs/protocol.md, "Checkpoints: empty versus absent"), as in LeasedJob."""
+    if not item.return_checkpoint:
+        return None
+    if item.checkpoint is not None:
+        return item.checkpoint or None
+    return blobs.open(item.job_id, "checkpoint", row.checkpoint) or None
 
 
 def settle(

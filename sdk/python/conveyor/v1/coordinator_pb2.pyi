@@ -723,9 +723,18 @@ class HeartbeatRequest(_message.Message):
     LEASE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTEND_BY_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    RETURN_CHECKPOINT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     lease_token: _builtins.str
     checkpoint: _builtins.bytes
+    return_checkpoint: _builtins.bool
+    """true: the reply carries the job's stored checkpoint (HeartbeatResponse.checkpoint), for
+    a worker that was handed the job without it (a pushed job: its request carries only the
+    payload). Fenced by lease_token like every heartbeat: a stale token gets the usual
+    error and no checkpoint. Only in Heartbeat: a HeartbeatBatch item that sets it is
+    refused with INVALID_ARGUMENT (the others are judged as usual), since a batch of such
+    replies could pass the reply size limit.
+    """
     @_builtins.property
     def extend_by(self) -> _duration_pb2.Duration:
         """The lease then runs until at least now + extend_by (unset: the job's lease_duration).
@@ -739,10 +748,11 @@ class HeartbeatRequest(_message.Message):
         lease_token: _builtins.str = ...,
         extend_by: _duration_pb2.Duration | None = ...,
         checkpoint: _builtins.bytes | None = ...,
+        return_checkpoint: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "checkpoint", b"checkpoint", "extend_by", b"extend_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "checkpoint", b"checkpoint", "extend_by", b"extend_by", "job_id", b"job_id", "lease_token", b"lease_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "checkpoint", b"checkpoint", "extend_by", b"extend_by", "job_id", b"job_id", "lease_token", b"lease_token", "return_checkpoint", b"return_checkpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__checkpoint: _TypeAlias = _typing.Literal["checkpoint"]  # noqa: Y015
     _WhichOneofArgType__checkpoint: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint"]  # noqa: Y015
@@ -756,7 +766,13 @@ class HeartbeatResponse(_message.Message):
 
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
     cancel_requested: _builtins.bool
+    checkpoint: _builtins.bytes
+    """The job's checkpoint, after this heartbeat's own (if it sent one) is applied. Set only
+    when the request set return_checkpoint and the job has a stored checkpoint; fenced by
+    the lease token like every heartbeat. Up to max_checkpoint_bytes (GetServerInfo).
+    """
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -764,12 +780,15 @@ class HeartbeatResponse(_message.Message):
         *,
         lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
         cancel_requested: _builtins.bool = ...,
+        checkpoint: _builtins.bytes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "checkpoint", b"checkpoint", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "cancel_requested", b"cancel_requested", "checkpoint", b"checkpoint", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__checkpoint: _TypeAlias = _typing.Literal["checkpoint"]  # noqa: Y015
+    _WhichOneofArgType__checkpoint: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__checkpoint) -> _WhichOneofReturnType__checkpoint | None: ...
 
 Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
 
