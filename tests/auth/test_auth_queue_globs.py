@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 import httpx
@@ -59,27 +60,22 @@ class Admin:
         )
 
     async def queue_pages(self, page_size: int) -> list[list[str]]:
-        pages: list[list[str]] = []
-        token = ""
-        while True:
-            reply = await self.stub.ListQueues(
-                pb.ListQueuesRequest(page_size=page_size, page_token=token),
-                metadata=self.metadata,
-            )
-            pages.append([q.name for q in reply.queues])
-            token = reply.next_page_token
-            if not token:
-                return pages
+        return await self._pages("ListQueues", pb.ListQueuesRequest, "queues", page_size)
 
     async def schedule_pages(self, page_size: int) -> list[list[str]]:
+        return await self._pages("ListSchedules", pb.ListSchedulesRequest, "schedules", page_size)
+
+    async def _pages(
+        self, method: str, request_type: Any, items: str, page_size: int
+    ) -> list[list[str]]:
+        """Every page of a List RPC, as the names on each, following next_page_token."""
         pages: list[list[str]] = []
         token = ""
         while True:
-            reply = await self.stub.ListSchedules(
-                pb.ListSchedulesRequest(page_size=page_size, page_token=token),
-                metadata=self.metadata,
+            reply = await getattr(self.stub, method)(
+                request_type(page_size=page_size, page_token=token), metadata=self.metadata
             )
-            pages.append([s.name for s in reply.schedules])
+            pages.append([item.name for item in getattr(reply, items)])
             token = reply.next_page_token
             if not token:
                 return pages
