@@ -46,6 +46,14 @@ class PermissionDenied(AccessError):
     """A valid token whose roles or queue patterns do not cover the call."""
 
 
+def queue_matches(queue: str, globs: Iterable[str]) -> bool:
+    """Whether queue-name globs (fnmatch, case-sensitive) admit `queue`; no globs admit every
+    queue. The one reading of a token's --queues, for the queues a request names and for
+    what a listing shows."""
+    patterns = tuple(globs)
+    return not patterns or any(fnmatch.fnmatchcase(queue, p) for p in patterns)
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
@@ -55,7 +63,7 @@ class Principal:
     queues: tuple[str, ...] = ()
 
     def may_use_queue(self, queue: str) -> bool:
-        return not self.queues or any(fnmatch.fnmatchcase(queue, p) for p in self.queues)
+        return queue_matches(queue, self.queues)
 
 
 def new_token() -> str:

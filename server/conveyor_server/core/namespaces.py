@@ -25,11 +25,10 @@ than `default`, `namespace/name` must fit, so a name there may have at most
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from dataclasses import dataclass
 from typing import TypeVar
 
-from conveyor_server.core.auth import DEFAULT_NAMESPACE
+from conveyor_server.core.auth import DEFAULT_NAMESPACE, queue_matches
 from conveyor_server.core.contracts import TaskType
 from conveyor_server.core.model import (
     EnqueueResult,
@@ -126,11 +125,8 @@ class Scope:
         return local_of(stored)
 
     def may_use_queue(self, local_queue: str) -> bool:
-        """Whether the token's globs match a queue as the caller names it (as
-        core/auth.Principal.may_use_queue decides for the queues a request names)."""
-        return not self.queue_globs or any(
-            fnmatch.fnmatchcase(local_queue, pattern) for pattern in self.queue_globs
-        )
+        """Whether the token's globs match a queue as the caller names it."""
+        return queue_matches(local_queue, self.queue_globs)
 
     def owns_queue(self, stored_queue: str) -> bool:
         local = self.local(stored_queue)
