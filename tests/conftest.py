@@ -10,6 +10,7 @@ max_page_count as a full disk) is marked `@pytest.mark.sqlite_only`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import shutil
 from collections import Counter
@@ -164,6 +165,18 @@ def stub(channel: grpc.aio.Channel) -> rpc.CoordinatorServiceStub:
 async def live_coordinator(server_config: ServerConfig) -> AsyncIterator[Coordinator]:
     """A coordinator on the system clock, for SDK workers and processes that live in real time."""
     coord = await Coordinator.start(server_config, clock=SystemClock())
+    try:
+        yield coord
+    finally:
+        await coord.stop(grace=1.0)
+
+
+@pytest.fixture
+async def live_http_coordinator(server_config: ServerConfig) -> AsyncIterator[Coordinator]:
+    """A live coordinator that also serves the HTTP/JSON API (push apps in background mode
+    heartbeat and report through it)."""
+    config = dataclasses.replace(server_config, http_listen="127.0.0.1:0")
+    coord = await Coordinator.start(config, clock=SystemClock())
     try:
         yield coord
     finally:

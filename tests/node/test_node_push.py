@@ -12,11 +12,9 @@ import grpc
 import pytest
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
-from conveyor_server.config import ServerConfig
-from conveyor_server.core.clock import SystemClock
 from conveyor_server.main import Coordinator
 from google.protobuf.duration_pb2 import Duration
-from node_support import HERE, SpawnNode, require_node
+from node_support import HERE, NodeWorker, SpawnNode, require_node
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "push"))
 from push_helpers import enqueue, job_in_state, set_push
@@ -105,36 +103,47 @@ async def test_a_node_worker_serves_pushed_and_pulled_jobs_with_one_set_of_handl
     assert "HandlerTimeout" in timed_out.last_error.message
 
 
+@dataclasses.dataclass
+class BackgroundPush:
+    """A Node push app in background mode behind queue "fn", and a stub of its coordinator."""
+
+    function: NodeWorker
+    stub: rpc.CoordinatorServiceStub
+
+
 @pytest.fixture
-async def http_coordinator(server_config: ServerConfig) -> AsyncIterator[Coordinator]:
-    config = dataclasses.replace(server_config, http_listen="127.0.0.1:0")
-    coord = await Coordinator.start(config, clock=SystemClock())
-    try:
-        yield coord
-    finally:
-        await coord.stop(grace=1.0)
+async def background_push(
+    live_http_coordinator: Coordinator, spawn_node: SpawnNode
+) -> AsyncIterator[BackgroundPush]:
+    url = f"http://{live_http_coordinator.http_address}"
+    function = await spawn_node(str(PUSH_FUNCTION), "serve-background", "k", url)
+    port = (await function.event("ready"))["port"]
+    async with grpc.aio.insecure_channel(live_http_coordinator.address) as channel:
+        stub = rpc.CoordinatorServiceStub(channel)
+        await set_push(stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
+        yield BackgroundPush(function, stub)
+
+
+async def _enqueue_retried(stub: rpc.CoordinatorServiceStub, task_type: str, attempts: int) -> str:
+    """A job of queue "fn" whose failures are retried after 10 ms."""
+    policy = pb.RetryPolicy(initial_backoff=Duration(nanos=10_000_000), jitter=0)
+    spec = pb.JobSpec(queue="fn", task_type=task_type, max_attempts=attempts, retry_policy=policy)
+    return (await stub.Enqueue(pb.EnqueueRequest(job=spec))).job_id
 
 
 async def test_node_background_mode_answers_202_and_posts_the_receipt_over_http(
-    http_coordinator: Coordinator, spawn_node: SpawnNode
+    background_push: BackgroundPush,
 ) -> None:
     """pushHandler(worker, {background: true, coordinatorUrl}): 202 at once, then the receipt
     over the coordinator's HTTP API; a failure is retried by the job's policy."""
-    url = f"http://{http_coordinator.http_address}"
-    function = await spawn_node(str(PUSH_FUNCTION), "serve-background", "k", url)
-    port = (await function.event("ready"))["port"]
-    async with grpc.aio.insecure_channel(http_coordinator.address) as channel:
-        stub = rpc.CoordinatorServiceStub(channel)
-        await set_push(stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
-        job_id = await enqueue(stub, "fn", b"ada")
-        assert (await function.event("replied"))["status"] == 202
-        job = await job_in_state(stub, job_id, pb.JOB_STATE_SUCCEEDED)
-        assert job.result == b"hello ada"
+    function, stub = background_push.function, background_push.stub
+    job_id = await enqueue(stub, "fn", b"ada")
+    assert (await function.event("replied"))["status"] == 202
+    job = await job_in_state(stub, job_id, pb.JOB_STATE_SUCCEEDED)
+    assert job.result == b"hello ada"
 
-        policy = pb.RetryPolicy(initial_backoff=Duration(nanos=10_000_000), jitter=0)
-        spec = pb.JobSpec(queue="fn", task_type="flaky", max_attempts=3, retry_policy=policy)
-        flaky = (await stub.Enqueue(pb.EnqueueRequest(job=spec))).job_id
-        done = await job_in_state(stub, flaky, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    flaky = await _enqueue_retried(stub, "flaky", 3)
+    done = await job_in_state(stub, flaky, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
     assert done.state == pb.JOB_STATE_SUCCEEDED and done.result == b"second time"
     assert [a.outcome for a in done.attempts] == [pb.OUTCOME_FAILURE, pb.OUTCOME_SUCCESS]
     assert done.attempts[0].error.message == "first attempt fails"
@@ -142,18 +151,11 @@ async def test_node_background_mode_answers_202_and_posts_the_receipt_over_http(
 
 
 async def test_node_background_mode_hands_a_later_attempt_the_checkpoint_an_earlier_one_saved(
-    http_coordinator: Coordinator, spawn_node: SpawnNode
+    background_push: BackgroundPush,
 ) -> None:
     """The push request carries only the payload: the app asks for the checkpoint with its
     first heartbeat (return_checkpoint) before the handler starts."""
-    url = f"http://{http_coordinator.http_address}"
-    function = await spawn_node(str(PUSH_FUNCTION), "serve-background", "k", url)
-    port = (await function.event("ready"))["port"]
-    async with grpc.aio.insecure_channel(http_coordinator.address) as channel:
-        stub = rpc.CoordinatorServiceStub(channel)
-        await set_push(stub, "fn", f"http://127.0.0.1:{port}/", secret="k")
-        policy = pb.RetryPolicy(initial_backoff=Duration(nanos=10_000_000), jitter=0)
-        spec = pb.JobSpec(queue="fn", task_type="resume", max_attempts=2, retry_policy=policy)
-        job_id = (await stub.Enqueue(pb.EnqueueRequest(job=spec))).job_id
-        job = await job_in_state(stub, job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    stub = background_push.stub
+    job_id = await _enqueue_retried(stub, "resume", 2)
+    job = await job_in_state(stub, job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
     assert job.state == pb.JOB_STATE_SUCCEEDED and job.result == b"step-1"

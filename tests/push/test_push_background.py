@@ -16,8 +16,6 @@ from conveyor import JobContext, Worker
 from conveyor.push import PushApp, asgi_app, sign
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor.v1 import coordinator_pb2_grpc as rpc
-from conveyor_server.config import ServerConfig
-from conveyor_server.core.clock import SystemClock
 from conveyor_server.main import Coordinator
 from conveyor_server.observability.http import HttpServer
 from google.protobuf.duration_pb2 import Duration
@@ -37,18 +35,8 @@ class Function:
 
 
 @pytest.fixture
-async def http_coordinator(server_config: ServerConfig) -> AsyncIterator[Coordinator]:
-    config = dataclasses.replace(server_config, http_listen="127.0.0.1:0")
-    coord = await Coordinator.start(config, clock=SystemClock())
-    try:
-        yield coord
-    finally:
-        await coord.stop(grace=1.0)
-
-
-@pytest.fixture
-async def stub(http_coordinator: Coordinator) -> AsyncIterator[rpc.CoordinatorServiceStub]:
-    async with grpc.aio.insecure_channel(http_coordinator.address) as channel:
+async def stub(live_http_coordinator: Coordinator) -> AsyncIterator[rpc.CoordinatorServiceStub]:
+    async with grpc.aio.insecure_channel(live_http_coordinator.address) as channel:
         yield rpc.CoordinatorServiceStub(channel)
 
 
@@ -89,14 +77,14 @@ def long_worker(stub: rpc.CoordinatorServiceStub, gates: dict[str, asyncio.Event
 
 @pytest.fixture
 async def function(
-    http_coordinator: Coordinator, stub: rpc.CoordinatorServiceStub
+    live_http_coordinator: Coordinator, stub: rpc.CoordinatorServiceStub
 ) -> AsyncIterator[Function]:
     gates: dict[str, asyncio.Event] = {}
     app = asgi_app(
         long_worker(stub, gates),
         secret=SECRET,
         background=True,
-        coordinator_url=f"http://{http_coordinator.http_address}",
+        coordinator_url=f"http://{live_http_coordinator.http_address}",
     )
     statuses: list[int] = []
 
