@@ -30,6 +30,17 @@ FROM generate_series(1, :jobs) AS g
 """
 
 
+def _filled(url: str, fill: str, params: dict[str, int] | None = None) -> sa.Engine:
+    """An engine on the database at `url`, migrated, then filled by one INSERT committed on
+    its own (the plans are read in later transactions)."""
+    engine = sa.create_engine(dialects.sync_url(url))
+    with engine.begin() as conn:
+        upgrade_to_head(conn)
+    with engine.begin() as conn:
+        conn.execute(sa.text(fill), params or {})
+    return engine
+
+
 def _plan(conn: Connection, query: sa.Select[object]) -> str:
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     rows = conn.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params)
@@ -39,13 +50,9 @@ def _plan(conn: Connection, query: sa.Select[object]) -> str:
 def test_rows_looked_up_by_id_are_found_through_the_primary_key(
     postgres: PostgresServer,
 ) -> None:
-    url = postgres.clean_database()
-    engine = sa.create_engine(dialects.sync_url(url))
+    engine = _filled(postgres.clean_database(), _FILL, {"jobs": JOBS})
     try:
         with engine.begin() as conn:
-            upgrade_to_head(conn)
-        with engine.begin() as conn:
-            conn.execute(sa.text(_FILL), {"jobs": JOBS})
             ids = [f"{n:032d}" for n in range(1, JOBS, JOBS // LOOKED_UP)]
             assert len(ids) == LOOKED_UP
             for columns, lock in ((JOB_COLUMNS, False), (HOLDER_COLUMNS, True)):
@@ -93,12 +100,8 @@ _ROW = {
 def young_table(postgres: PostgresServer) -> Iterator[sa.Engine]:
     """A database of its own: the shared one's jobs table has held rows, so it is not young."""
     url = postgres.create_database()
-    engine = sa.create_engine(dialects.sync_url(url))
+    engine = _filled(url, _FILL_LEASED)
     try:
-        with engine.begin() as conn:
-            upgrade_to_head(conn)
-        with engine.begin() as conn:
-            conn.execute(sa.text(_FILL_LEASED))
         yield engine
     finally:
         engine.dispose()
