@@ -26,7 +26,7 @@ from conveyor import (
     WorkerConfig,
 )
 from conveyor._heartbeats import Confirmation, Heartbeats
-from conveyor.models import Outcome
+from conveyor.models import Job, Outcome
 from conveyor.v1 import coordinator_pb2 as pb
 from conveyor_server.main import Coordinator
 from databases import DB_KINDS
@@ -531,12 +531,11 @@ def test_a_task_type_takes_one_handler() -> None:
         worker.register("t", lambda job: None)
 
 
-async def test_worker_confirms_each_lease_before_its_handler_runs(
-    live_coordinator: Coordinator, client: Client, start_worker: StartWorker
-) -> None:
-    """By default the worker leases with confirmation and confirms at once: by the time a
-    handler runs, its job holds its full lease, not the short confirmation window."""
-    worker = _worker(live_coordinator, config=WorkerConfig(concurrency=4, confirm_within=1.0))
+async def _read_while_running(
+    worker: Worker, client: Client, start_worker: StartWorker, **enqueue: Any
+) -> tuple[str, Job]:
+    """Runs one job of an hour's lease in `worker` and reads it while its handler runs; the
+    handler then returns."""
     started = asyncio.Event()
     release = asyncio.Event()
 
@@ -545,11 +544,21 @@ async def test_worker_confirms_each_lease_before_its_handler_runs(
         started.set()
         await release.wait()
 
-    job_id = (await client.enqueue("q", "hold", max_attempts=1, lease_duration=3600)).job_id
+    job_id = (await client.enqueue("q", "hold", lease_duration=3600, **enqueue)).job_id
     start_worker(worker)
     await asyncio.wait_for(started.wait(), 5)
     job = await client.get_job(job_id)
     release.set()
+    return job_id, job
+
+
+async def test_worker_confirms_each_lease_before_its_handler_runs(
+    live_coordinator: Coordinator, client: Client, start_worker: StartWorker
+) -> None:
+    """By default the worker leases with confirmation and confirms at once: by the time a
+    handler runs, its job holds its full lease, not the short confirmation window."""
+    worker = _worker(live_coordinator, config=WorkerConfig(concurrency=4, confirm_within=1.0))
+    job_id, job = await _read_while_running(worker, client, start_worker, max_attempts=1)
 
     assert job.lease_expires_at is not None
     assert job.lease_expires_at - datetime.now(UTC) > timedelta(minutes=30)
@@ -560,19 +569,7 @@ async def test_worker_without_confirmation_leases_for_the_full_duration(
     live_coordinator: Coordinator, client: Client, start_worker: StartWorker
 ) -> None:
     worker = _worker(live_coordinator, config=WorkerConfig(concurrency=4, confirm_leases=False))
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    @worker.task("hold")
-    async def hold(job: JobContext) -> None:
-        started.set()
-        await release.wait()
-
-    job_id = (await client.enqueue("q", "hold", lease_duration=3600)).job_id
-    start_worker(worker)
-    await asyncio.wait_for(started.wait(), 5)
-    job = await client.get_job(job_id)
-    release.set()
+    _job_id, job = await _read_while_running(worker, client, start_worker)
 
     assert job.lease_expires_at is not None
     assert job.lease_expires_at - datetime.now(UTC) > timedelta(minutes=30)
